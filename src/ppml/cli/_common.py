@@ -1,0 +1,48 @@
+"""What every ``ppml`` command shares: the keystore options, the console, progress bars."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+from ppml.kms import KeyRing
+from ppml.kms.local import KEYSTORE_ENV
+from ppml.kms.passphrase import from_environment_or_prompt
+
+console = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def keystore_options(command: F) -> F:
+    """Add ``--keystore`` and ``--passphrase-file`` and pass a ready ``KeyRing`` as ``keyring``."""
+
+    @click.option("--keystore", type=click.Path(dir_okay=False), envvar=KEYSTORE_ENV, show_envvar=True,
+                  help="Local keystore file [default: ~/.config/ppml/keystore.json].")
+    @click.option("--passphrase-file", type=click.Path(dir_okay=False), default=None,
+                  help="File whose first line is the keystore passphrase (else PPML_KEYSTORE_PASSPHRASE, "
+                       "PPML_KEYSTORE_PASSPHRASE_FILE, or a prompt).")
+    @functools.wraps(command)
+    def wrapper(*args: Any, keystore: str | None, passphrase_file: str | None, **kwargs: Any) -> Any:
+        local: dict[str, Any] = {"passphrase": from_environment_or_prompt(passphrase_file)}
+        if keystore:
+            local["path"] = keystore
+        return command(*args, keyring=KeyRing({"local": local}), **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A byte-count progress bar on stderr, shown only on a terminal."""
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), TimeRemainingColumn(), console=console,
+                  disable=not console.is_terminal, transient=True) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda advance: progress.advance(task, advance)

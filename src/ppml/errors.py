@@ -1,0 +1,94 @@
+"""Every exception ppml raises, under one root.
+
+::
+
+    PPMLError
+    ├── ConfigError                 bad settings, bad URI, missing option
+    ├── InputError                  a missing or unreadable input, an output that exists
+    ├── InvalidCiphertext           data that does not decrypt and authenticate
+    │   ├── NotEncrypted            no ppml magic where a container was expected
+    │   ├── MalformedHeader         a header that does not parse within its bounds
+    │   ├── WrongKey                the key commitment does not match the data key
+    │   ├── HeaderAuthenticationFailed
+    │   ├── SegmentAuthenticationFailed
+    │   └── TruncatedCiphertext     a stream that ends before its final segment
+    └── KeyProviderError            the KMS could not create, wrap or unwrap a key
+        ├── KeyNotFound
+        ├── KeyDisabled
+        └── KeystoreError           the local keystore file is missing, corrupt or locked
+            └── WrongPassphrase
+
+Messages name the file or key they concern, so a user can act on them, and never contain key material.
+"""
+
+from __future__ import annotations
+
+
+class PPMLError(Exception):
+    """Root of every ppml error; the CLI turns it into one line and a non-zero exit code."""
+
+    exit_code = 1
+
+
+class ConfigError(PPMLError):
+    """A setting, option or URI is invalid."""
+
+    exit_code = 2
+
+
+class InputError(PPMLError):
+    """An input is missing or unreadable, or an output would be overwritten."""
+
+    exit_code = 3
+
+
+class InvalidCiphertext(PPMLError):
+    """Data failed to decrypt or authenticate. Nothing decrypted from it may be trusted."""
+
+    exit_code = 4
+
+
+class NotEncrypted(InvalidCiphertext):
+    """The data does not start with the ppml container magic."""
+
+
+class MalformedHeader(InvalidCiphertext):
+    """The container header is structurally invalid (bad lengths, unknown version or suite)."""
+
+
+class WrongKey(InvalidCiphertext):
+    """The data key does not match the key commitment stored in the header."""
+
+
+class HeaderAuthenticationFailed(InvalidCiphertext):
+    """The header was modified, or was taken from another file."""
+
+
+class SegmentAuthenticationFailed(InvalidCiphertext):
+    """A segment was modified, reordered, duplicated, or the file was extended or cut."""
+
+
+class TruncatedCiphertext(InvalidCiphertext):
+    """The ciphertext ends before its final segment."""
+
+
+class KeyProviderError(PPMLError):
+    """A key management service failed to create, wrap, unwrap or describe a key."""
+
+    exit_code = 5
+
+
+class KeyNotFound(KeyProviderError):
+    """The named key does not exist in the key management service."""
+
+
+class KeyDisabled(KeyProviderError):
+    """The key (or key version) exists but is disabled."""
+
+
+class KeystoreError(KeyProviderError):
+    """The local keystore file is missing, corrupt, or cannot be locked."""
+
+
+class WrongPassphrase(KeystoreError):
+    """The passphrase does not open the keystore."""
