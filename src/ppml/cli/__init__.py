@@ -45,7 +45,7 @@ def main() -> None:
     try:
         cli.main(standalone_mode=False)
     except PPMLError as error:
-        console.print(f"[bold red]error:[/] {escape(str(error))}")
+        console.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
         sys.exit(error.exit_code)
     except click.exceptions.Abort:
         console.print("aborted")

@@ -41,8 +41,11 @@ def keystore_options(command: F) -> F:
 @contextmanager
 def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]]:
     """A byte-count progress bar on stderr, shown only on a terminal."""
+    if not console.is_terminal:
+        yield lambda advance: None
+        return
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                   TransferSpeedColumn(), TimeRemainingColumn(), console=console,
-                  disable=not console.is_terminal, transient=True) as progress:
+                  transient=True) as progress:
         task = progress.add_task(description, total=total)
         yield lambda advance: progress.advance(task, advance)
