@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import pytest
 
 from ppml.cli import cli, main
@@ -21,8 +23,11 @@ class Result:
     err: str
 
 
+Run = Callable[..., Result]
+
+
 @pytest.fixture
-def ppml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+def ppml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Run:
     """Run the CLI in-process against a keystore in ``tmp_path``; returns a ``Result``."""
     monkeypatch.setenv("PPML_KEYSTORE", str(tmp_path / "keystore.json"))
     monkeypatch.setenv("PPML_KEYSTORE_PASSPHRASE", PASSPHRASE)
@@ -53,7 +58,7 @@ def _listing(directory: Path) -> set[str]:
     return {p.name for p in directory.rglob("*")}
 
 
-def test_round_trip_file(ppml, csv_file: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_round_trip_file(ppml: Run, csv_file: Path, tmp_path: Path) -> None:
     assert ppml("encrypt", "people.csv", "people.csv.ppml", "--key", "local:sales").code == 0
     assert b"Developer" not in (tmp_path / "people.csv.ppml").read_bytes()
     result = ppml("decrypt", "people.csv.ppml", "back.csv")
@@ -61,7 +66,7 @@ def test_round_trip_file(ppml, csv_file: Path, tmp_path: Path) -> None:  # type:
     assert (tmp_path / "back.csv").read_bytes() == csv_file.read_bytes()
 
 
-def test_round_trip_directory(ppml, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_round_trip_directory(ppml: Run, tmp_path: Path) -> None:
     (tmp_path / "data" / "sub").mkdir(parents=True)
     (tmp_path / "data" / "a.csv").write_text("x\n1\n")
     (tmp_path / "data" / "sub" / "b.json").write_text('{"k": 2}\n')
@@ -71,11 +76,11 @@ def test_round_trip_directory(ppml, tmp_path: Path) -> None:  # type: ignore[no-
     assert (tmp_path / "plain" / "sub" / "b.json").read_text() == '{"k": 2}\n'
 
 
-def test_inspect_shows_header_but_no_secret(ppml, csv_file: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_inspect_shows_header_but_no_secret(ppml: Run, csv_file: Path, tmp_path: Path) -> None:
     ppml("encrypt", "people.csv", "p.ppml", "--key", "local:sales")
     result = ppml("inspect", "p.ppml", "--json")
     assert result.code == 0
-    assert '"key_uri": "local:sales"' in result.out and '"plaintext_size": %d' % csv_file.stat().st_size in result.out
+    assert '"key_uri": "local:sales"' in result.out and f'"plaintext_size": {csv_file.stat().st_size}' in result.out
     from ppml.fileformat import read_header
 
     with open(tmp_path / "p.ppml", "rb") as handle:
@@ -83,7 +88,7 @@ def test_inspect_shows_header_but_no_secret(ppml, csv_file: Path, tmp_path: Path
     assert header.wrapped_key.hex() not in result.out and header.key_check.hex() not in result.out
 
 
-def test_refuses_to_overwrite_without_force(ppml, csv_file: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_refuses_to_overwrite_without_force(ppml: Run, csv_file: Path, tmp_path: Path) -> None:
     (tmp_path / "out.ppml").write_bytes(b"precious")
     result = ppml("encrypt", "people.csv", "out.ppml", "--key", "local:sales")
     assert result.code == 3 and "out.ppml: output exists" in result.err
@@ -92,14 +97,14 @@ def test_refuses_to_overwrite_without_force(ppml, csv_file: Path, tmp_path: Path
     assert (tmp_path / "out.ppml").read_bytes()[:4] == b"PPML"
 
 
-def test_missing_input(ppml, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_missing_input(ppml: Run, tmp_path: Path) -> None:
     result = ppml("decrypt", "nothing.ppml", "out.csv")
     assert result.code == 3 and "nothing.ppml: no such file" in result.err
     assert not (tmp_path / "out.csv").exists()
 
 
 @pytest.mark.parametrize("offset", [3, 200, -5, -40_000])
-def test_tampered_file_fails_and_leaves_nothing(ppml, csv_file: Path, tmp_path: Path, offset: int) -> None:  # type: ignore[no-untyped-def]
+def test_tampered_file_fails_and_leaves_nothing(ppml: Run, csv_file: Path, tmp_path: Path, offset: int) -> None:
     ppml("encrypt", "people.csv", "p.ppml", "--key", "local:sales", "--segment-size", "65536")
     data = bytearray((tmp_path / "p.ppml").read_bytes())
     data[offset] ^= 0x10
@@ -111,7 +116,7 @@ def test_tampered_file_fails_and_leaves_nothing(ppml, csv_file: Path, tmp_path: 
     assert _listing(tmp_path) == before  # no output, no partial file
 
 
-def test_truncated_file(ppml, csv_file: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_truncated_file(ppml: Run, csv_file: Path, tmp_path: Path) -> None:
     ppml("encrypt", "people.csv", "p.ppml", "--key", "local:sales", "--segment-size", "65536")
     data = (tmp_path / "p.ppml").read_bytes()
     (tmp_path / "p.ppml").write_bytes(data[: len(data) // 2])
@@ -120,7 +125,7 @@ def test_truncated_file(ppml, csv_file: Path, tmp_path: Path) -> None:  # type: 
     assert not (tmp_path / "out.csv").exists()
 
 
-def test_failed_directory_decrypt_leaves_no_directory(ppml, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_failed_directory_decrypt_leaves_no_directory(ppml: Run, tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     for name in "abc":
         (tmp_path / "data" / f"{name}.txt").write_text(name * 1000)
@@ -133,14 +138,14 @@ def test_failed_directory_decrypt_leaves_no_directory(ppml, tmp_path: Path) -> N
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
 
 
-def test_wrong_passphrase(ppml, csv_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_passphrase(ppml: Run, csv_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ppml("encrypt", "people.csv", "p.ppml", "--key", "local:sales")
     monkeypatch.setenv("PPML_KEYSTORE_PASSPHRASE", "wrong passphrase!")
     result = ppml("decrypt", "p.ppml", "out.csv")
     assert result.code == 5 and "wrong passphrase for keystore" in result.err
 
 
-def test_key_from_another_keystore(ppml, csv_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_key_from_another_keystore(ppml: Run, csv_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ppml("encrypt", "people.csv", "p.ppml", "--key", "local:sales")
     monkeypatch.setenv("PPML_KEYSTORE", str(tmp_path / "other.json"))
     ppml("keys", "create", "local:sales")
@@ -149,7 +154,7 @@ def test_key_from_another_keystore(ppml, csv_file: Path, tmp_path: Path, monkeyp
     assert not (tmp_path / "out.csv").exists()
 
 
-def test_missing_and_corrupt_keystore(ppml, csv_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_missing_and_corrupt_keystore(ppml: Run, csv_file: Path, tmp_path: Path) -> None:
     ppml("encrypt", "people.csv", "p.ppml", "--key", "local:sales")
     result = ppml("decrypt", "p.ppml", "out.csv", "--keystore", str(tmp_path / "gone.json"))
     assert result.code == 5 and "gone.json does not exist" in result.err
@@ -158,30 +163,30 @@ def test_missing_and_corrupt_keystore(ppml, csv_file: Path, tmp_path: Path, monk
     assert result.code == 5 and "keystore.json is corrupt" in result.err
 
 
-def test_bad_key_uri_and_unknown_key(ppml, csv_file: Path) -> None:  # type: ignore[no-untyped-def]
+def test_bad_key_uri_and_unknown_key(ppml: Run, csv_file: Path) -> None:
     result = ppml("encrypt", "people.csv", "p.ppml", "--key", "sales")
     assert result.code == 2 and "invalid key URI 'sales'" in result.err
     result = ppml("encrypt", "people.csv", "p.ppml", "--key", "local:nokey")
     assert result.code == 5 and "no key named 'nokey'" in result.err
 
 
-def test_not_an_encrypted_file(ppml, csv_file: Path) -> None:  # type: ignore[no-untyped-def]
+def test_not_an_encrypted_file(ppml: Run, csv_file: Path) -> None:
     result = ppml("decrypt", "people.csv", "out.csv")
     assert result.code == 4 and "people.csv: not a ppml encrypted file" in result.err
 
 
-def test_passphrase_is_never_an_argument(ppml) -> None:  # type: ignore[no-untyped-def]
+def test_passphrase_is_never_an_argument(ppml: Run) -> None:
     result = ppml("keys", "list", "--passphrase", "secret")
     assert result.code == 2 and "No such option" in result.err
 
 
-def test_no_passphrase_source(ppml, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_no_passphrase_source(ppml: Run, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PPML_KEYSTORE_PASSPHRASE")
     result = ppml("keys", "list")
     assert result.code == 2 and "no keystore passphrase" in result.err
 
 
-def test_rotate_rewrap_disable(ppml, csv_file: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_rotate_rewrap_disable(ppml: Run, csv_file: Path, tmp_path: Path) -> None:
     ppml("encrypt", "people.csv", "old.ppml", "--key", "local:sales")
     ppml("encrypt", "people.csv", "kept.ppml", "--key", "local:sales")
     body_before = (tmp_path / "old.ppml").read_bytes()[-100_000:]
@@ -198,7 +203,7 @@ def test_rotate_rewrap_disable(ppml, csv_file: Path, tmp_path: Path) -> None:  #
     assert "local:sales" in listing and "v1(disabled)" in listing and "v2" in listing
 
 
-def test_rewrap_to_another_key(ppml, csv_file: Path) -> None:  # type: ignore[no-untyped-def]
+def test_rewrap_to_another_key(ppml: Run, csv_file: Path) -> None:
     ppml("keys", "create", "local:archive")
     ppml("encrypt", "people.csv", "p.ppml", "--key", "local:sales")
     assert ppml("keys", "rewrap", "p.ppml", "--to-key", "local:archive").code == 0
@@ -206,7 +211,7 @@ def test_rewrap_to_another_key(ppml, csv_file: Path) -> None:  # type: ignore[no
     assert ppml("decrypt", "p.ppml", "out.csv").code == 0
 
 
-def _commands(group, prefix=()):  # type: ignore[no-untyped-def]
+def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], click.Command]]:
     for name, command in group.commands.items():
         yield (*prefix, name), command
         if hasattr(command, "commands"):
@@ -214,7 +219,7 @@ def _commands(group, prefix=()):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("path", [p for p, _ in _commands(cli)], ids=" ".join)
-def test_every_command_has_help_and_docs(ppml, path: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+def test_every_command_has_help_and_docs(ppml: Run, path: tuple[str, ...]) -> None:
     result = ppml(*path, "--help")
     assert result.code == 0 and "Usage:" in result.out
     docs = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()

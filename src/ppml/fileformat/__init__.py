@@ -46,7 +46,7 @@ def encrypt_bytes(plaintext: bytes, *, data_key: SecretKey, key_uri: str, wrappe
 def decrypt_bytes(ciphertext: bytes, resolve_key: KeyResolver, *, name: str = "<bytes>") -> bytes:
     """Decrypt and authenticate a complete in-memory container."""
     sink = io.BytesIO()
-    decrypt_stream(io.BytesIO(ciphertext), sink, resolve_key, name=name)
+    decrypt_stream(ciphertext, sink, resolve_key, name=name)
     return sink.getvalue()
 
 

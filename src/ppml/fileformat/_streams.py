@@ -170,18 +170,21 @@ def _decrypt_segment(opened: AuthenticatedHeader, index: int, ciphertext: memory
         f"{name}: segment {index}{of} failed authentication: it was modified, reordered or duplicated")
 
 
-def decrypt_stream(source: BinaryIO, sink: BinaryIO, resolve_key: KeyResolver, *, name: str,
-                   progress: Callable[[int], None] | None = None) -> int:
-    """Decrypt a whole container from ``source`` (seekable or not) into ``sink``; returns plaintext bytes.
+def decrypt_stream(source: BinaryIO | bytes | bytearray | memoryview, sink: BinaryIO, resolve_key: KeyResolver,
+                   *, name: str, progress: Callable[[int], None] | None = None) -> int:
+    """Decrypt a whole container from ``source`` (a stream, seekable or not, or bytes already in memory)
+    into ``sink``; returns the number of plaintext bytes.
 
     Plaintext is written segment by segment, each only after it authenticated. The caller stages
     ``sink`` and discards it on error, since an earlier segment may already be written.
     """
-    opened = AuthenticatedHeader(source, resolve_key, name)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = _MemorySource(source)  # type: ignore[assignment]
+    opened = AuthenticatedHeader(source, resolve_key, name)  # type: ignore[arg-type]
     segment_size = opened.header.segment_size
-    buffers = [bytearray(segment_size), bytearray(segment_size)]
+    read_chunk = _chunk_reader(source, segment_size)  # type: ignore[arg-type]
     out = bytearray(segment_size)
-    current = _read_into(source, buffers[0], segment_size - BODY_HEADER_SIZE)
+    current = read_chunk(segment_size - BODY_HEADER_SIZE, 0)
     index, total = 0, 0
     while True:
         if len(current) < TAG_SIZE:
@@ -189,7 +192,7 @@ def decrypt_stream(source: BinaryIO, sink: BinaryIO, resolve_key: KeyResolver, *
             raise TruncatedCiphertext(f"{name}: file is truncated: {where}")
         following = memoryview(b"")
         if len(current) == (segment_size - BODY_HEADER_SIZE if index == 0 else segment_size):
-            following = _read_into(source, buffers[(index + 1) % 2], segment_size)
+            following = read_chunk(segment_size, (index + 1) % 2)
         final = len(following) == 0
         size = _decrypt_segment(opened, index, current, final, out)
         sink.write(memoryview(out)[:size])
@@ -199,6 +202,34 @@ def decrypt_stream(source: BinaryIO, sink: BinaryIO, resolve_key: KeyResolver, *
         if final:
             return total
         current, index = following, index + 1
+
+
+def _chunk_reader(source: BinaryIO, segment_size: int) -> Callable[[int, int], memoryview]:
+    """``read(size, slot)``: the next ``size`` bytes, valid until ``slot`` is reused.
+
+    In-memory ciphertext is sliced without copying; streams fill two alternating buffers, so one
+    segment can be looked ahead of the other.
+    """
+    if isinstance(source, _MemorySource):
+        return lambda size, slot: source.view(size)
+    buffers = (bytearray(segment_size), bytearray(segment_size))
+    return lambda size, slot: _read_into(source, buffers[slot], size)
+
+
+class _MemorySource:
+    """Ciphertext already in memory: small reads copy, segment reads are zero-copy views."""
+
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        self._data = memoryview(data).cast("B")
+        self._position = 0
+
+    def view(self, size: int) -> memoryview:
+        chunk = self._data[self._position : self._position + size]
+        self._position += len(chunk)
+        return chunk
+
+    def read(self, size: int = -1) -> bytes:
+        return bytes(self.view(len(self._data) if size < 0 else size))
 
 
 def _read_into(source: BinaryIO, buffer: bytearray, size: int) -> memoryview:
@@ -234,7 +265,9 @@ class DecryptingReader(io.RawIOBase):
         self._layout = SegmentLayout(self._opened.header.segment_size, end - self._body_start)
         self._layout.check(name)
         self._position = 0
-        self._cached: tuple[int, bytes] | None = None
+        self._ciphertext = bytearray(self._layout.segment_size)
+        self._plaintext = bytearray(self._layout.segment_size)
+        self._cached: tuple[int, memoryview] | None = None
 
     @property
     def header(self) -> Header:
@@ -281,17 +314,16 @@ class DecryptingReader(io.RawIOBase):
         self.seek(start)
         return self.read(length) or b""
 
-    def _segment(self, index: int) -> bytes:
+    def _segment(self, index: int) -> memoryview:
         if self._cached is not None and self._cached[0] == index:
             return self._cached[1]
         start, end = self._layout.ciphertext_range(index)
         self._source.seek(self._body_start + start)
-        ciphertext = memoryview(read_fully(self._source, end - start))
+        ciphertext = _read_into(self._source, self._ciphertext, end - start)
         if len(ciphertext) != end - start:
             raise TruncatedCiphertext(f"{self._opened.name}: file shrank while it was being read")
-        out = bytearray(len(ciphertext))
         final = index == self._layout.segment_count - 1
-        size = _decrypt_segment(self._opened, index, ciphertext, final, out, self._layout.segment_count)
-        plaintext = bytes(out[:size])
-        self._cached = (index, plaintext)
-        return plaintext
+        self._cached = None  # the plaintext buffer is about to be overwritten
+        size = _decrypt_segment(self._opened, index, ciphertext, final, self._plaintext, self._layout.segment_count)
+        self._cached = (index, memoryview(self._plaintext)[:size])
+        return self._cached[1]

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import hashlib
 import hmac
 import io
@@ -264,11 +265,10 @@ def looks_like_bigdl(first_bytes: bytes) -> bool:
     if iv_len != BIGDL_IV_SIZE or edk_len < 0 or end > BIGDL_HEADER_SIZE:
         return False
     edk = first_bytes[_LENGTHS.size : _LENGTHS.size + edk_len]
-    try:
-        edk.decode("utf-8")
+    try:  # a multi-byte character cut off by a short prefix is not evidence against
+        codecs.getincrementaldecoder("utf-8")().decode(edk, final=len(edk) == edk_len)
     except UnicodeDecodeError:
-        if len(edk) == edk_len:  # a cut-off multi-byte character is not evidence against
-            return False
+        return False
     return all(b == _FILL for b in first_bytes[end:BIGDL_HEADER_SIZE])
 
 
