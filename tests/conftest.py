@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from ppml.cli import main
 from ppml.kms import KeyRing
 from ppml.kms.local import KdfParams, LocalKeystore
 
@@ -25,3 +29,34 @@ def keystore(tmp_path: Path) -> LocalKeystore:
 @pytest.fixture
 def keyring(keystore: LocalKeystore) -> KeyRing:
     return KeyRing(backends=(keystore,))
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+Run = Callable[..., Result]
+
+
+@pytest.fixture
+def ppml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Run:
+    """Run the CLI in-process against a keystore in ``tmp_path``; returns a ``Result``."""
+    monkeypatch.setenv("PPML_KEYSTORE", str(tmp_path / "keystore.json"))
+    monkeypatch.setenv("PPML_KEYSTORE_PASSPHRASE", PASSPHRASE)
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: str) -> Result:
+        monkeypatch.setattr(sys, "argv", ["ppml", *args])
+        code = 0
+        try:
+            main()
+        except SystemExit as exit_:
+            code = int(exit_.code or 0)
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    assert run("keys", "create", "local:sales").code == 0
+    return run
