@@ -116,10 +116,12 @@ def validate_segment_size(segment_size: int) -> int:
 
 def read_header(source: BinaryIO, name: str) -> Header:
     """Read and parse a header from the current position of ``source``; the MAC is not checked here."""
-    prefix = _read_exact(source, PREFIX_SIZE, name, allow_empty_magic=True)
-    magic, version, suite, fixed_len = _PREFIX.unpack(prefix)
-    if magic != MAGIC:
+    prefix = read_fully(source, PREFIX_SIZE)
+    if len(prefix) < len(MAGIC) or prefix[: len(MAGIC)] != MAGIC:
         raise NotEncrypted(f"{name}: not a ppml encrypted file (no PPML magic at offset 0)")
+    if len(prefix) < PREFIX_SIZE:
+        raise TruncatedCiphertext(f"{name}: file is truncated inside the header")
+    _, version, suite, fixed_len = _PREFIX.unpack(prefix)
     if version != VERSION:
         raise MalformedHeader(f"{name}: unsupported ppml format version {version} (this ppml reads {VERSION})")
     if suite not in SUITE_NAMES:
@@ -147,7 +149,7 @@ def read_header(source: BinaryIO, name: str) -> Header:
 
 def _parse_metadata(raw: bytes, name: str) -> dict[str, Any]:
     try:
-        value = json.loads(raw.decode("utf-8")) if raw else {}
+        value = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise MalformedHeader(f"{name}: header metadata is not valid JSON") from None
     if not isinstance(value, dict):
@@ -162,11 +164,9 @@ def _read_prefixed(source: BinaryIO, limit: int, what: str, name: str) -> bytes:
     return _read_exact(source, length, name)
 
 
-def _read_exact(source: BinaryIO, size: int, name: str, *, allow_empty_magic: bool = False) -> bytes:
+def _read_exact(source: BinaryIO, size: int, name: str) -> bytes:
     data = read_fully(source, size)
     if len(data) != size:
-        if allow_empty_magic and data[:4] != MAGIC[: len(data[:4])]:
-            raise NotEncrypted(f"{name}: not a ppml encrypted file (no PPML magic at offset 0)")
         raise TruncatedCiphertext(f"{name}: file is truncated inside the header")
     return data
 

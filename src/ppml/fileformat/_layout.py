@@ -54,7 +54,8 @@ class SegmentLayout:
         last = self.segment_count - 1
         start, end = self.ciphertext_range(last)
         if end - start < TAG_SIZE:
-            raise TruncatedCiphertext(f"{name}: file is truncated inside segment {last}")
+            raise TruncatedCiphertext(
+                f"{name}: file is truncated or extended: its last segment {last} is shorter than a tag")
 
     def ciphertext_range(self, index: int) -> tuple[int, int]:
         """Body offsets ``[start, end)`` of segment ``index``, clipped to the body length."""

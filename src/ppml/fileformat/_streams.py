@@ -103,6 +103,12 @@ class EncryptingWriter(io.RawIOBase):
             finally:
                 super().close()
 
+    def __del__(self) -> None:
+        # Dropped without close(): the stream is incomplete, so it must never gain a final segment.
+        if not self.closed:
+            self._aborted = True
+        super().__del__()
+
     def abort(self) -> None:
         """Close without the final segment: the partial output will never authenticate."""
         self._aborted = True
@@ -268,6 +274,9 @@ class DecryptingReader(io.RawIOBase):
         self._ciphertext = bytearray(self._layout.segment_size)
         self._plaintext = bytearray(self._layout.segment_size)
         self._cached: tuple[int, memoryview] | None = None
+        # Authenticate the final segment now: it alone proves the file is neither cut nor extended, and
+        # a read that never reaches the end (or a final segment holding no plaintext) would skip it.
+        self._segment(self._layout.segment_count - 1)
 
     @property
     def header(self) -> Header:
@@ -289,6 +298,8 @@ class DecryptingReader(io.RawIOBase):
         return self._position
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence not in (io.SEEK_SET, io.SEEK_CUR, io.SEEK_END):
+            raise ValueError(f"invalid whence {whence}")
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.size}[whence]
         if base + offset < 0:
             raise ValueError("negative seek position")
