@@ -55,12 +55,12 @@ import os
 import struct
 import warnings
 from dataclasses import dataclass
-from typing import BinaryIO, NamedTuple, NoReturn
+from typing import BinaryIO, NamedTuple
 
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
-from ppml._secrets import SecretKey
+from ppml._secrets import Secret, SecretKey
 from ppml.errors import (
     ConfigError,
     InvalidCiphertext,
@@ -114,7 +114,7 @@ class InsecureFormatWarning(UserWarning):
     """Data is being read or written in a BigDL format that is unauthenticated or weakly keyed."""
 
 
-class BigDLDataKey:
+class BigDLDataKey(Secret):
     """A BigDL data-key plaintext *string*: the secret both BigDL formats derive their keys from.
 
     ``ppml._secrets.SecretKey`` holds raw 16/24/32-byte keys; BigDL's secret is a string of any length
@@ -133,24 +133,8 @@ class BigDLDataKey:
     def __len__(self) -> int:
         return len(self._text)
 
-    def __repr__(self) -> str:
-        return f"<BigDLDataKey {len(self._text)} chars, redacted>"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, BigDLDataKey):
-            return NotImplemented
-        return hmac.compare_digest(self.insecure_bytes(), other.insecure_bytes())
-
-    def __hash__(self) -> int:
-        return id(self)
-
-    def __reduce__(self) -> NoReturn:
-        raise TypeError("BigDLDataKey cannot be pickled: unwrap data keys where they are needed")
-
-    def __getstate__(self) -> NoReturn:
-        raise TypeError("BigDLDataKey cannot be pickled: unwrap data keys where they are needed")
+    def _describe(self) -> str:
+        return f"{len(self._text)} chars"
 
     def insecure_text(self) -> str:
         """The data-key string. Only key derivation may call this; never log the result."""
