@@ -13,7 +13,6 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 
 from ppml.kms import KeyRing
 from ppml.kms.local import KEYSTORE_ENV
-from ppml.kms.passphrase import from_environment_or_prompt
 
 console = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
@@ -30,7 +29,7 @@ def keystore_options(command: F) -> F:
                        "PPML_KEYSTORE_PASSPHRASE_FILE, or a prompt).")
     @functools.wraps(command)
     def wrapper(*args: Any, keystore: str | None, passphrase_file: str | None, **kwargs: Any) -> Any:
-        local: dict[str, Any] = {"passphrase": from_environment_or_prompt(passphrase_file)}
+        local: dict[str, Any] = {"passphrase_file": passphrase_file} if passphrase_file else {}
         if keystore:
             local["path"] = keystore
         return command(*args, keyring=KeyRing({"local": local}), **kwargs)

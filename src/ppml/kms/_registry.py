@@ -56,6 +56,12 @@ class KeyRing:
         self._options = {scheme: dict(values) for scheme, values in (options or {}).items()}
         self._backends: dict[str, KeyManagementService] = {b.scheme: b for b in backends}
 
+    @property
+    def options(self) -> dict[str, dict[str, Any]]:
+        """The per-scheme options this ring was built from: picklable, holding no secret, so a Spark
+        executor can rebuild the same ring and fetch keys itself."""
+        return {scheme: dict(values) for scheme, values in self._options.items()}
+
     def backend(self, scheme: str) -> KeyManagementService:
         """The backend instance for ``scheme``, created on first use."""
         if scheme not in self._backends:

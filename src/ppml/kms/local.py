@@ -91,13 +91,14 @@ class LocalKeystore(KeyManagementService):
     scheme = "local"
 
     def __init__(self, path: str | os.PathLike[str] | None = None,
-                 passphrase: PassphraseSource | str | None = None, kdf: KdfParams | None = None) -> None:
+                 passphrase: PassphraseSource | str | None = None, kdf: KdfParams | None = None, *,
+                 passphrase_file: str | None = None) -> None:
         self.path = Path(path) if path is not None else default_keystore_path()
         if isinstance(passphrase, str):
             fixed = passphrase
             self._passphrase: PassphraseSource = lambda new: fixed
         else:
-            self._passphrase = passphrase or from_environment_or_prompt()
+            self._passphrase = passphrase or from_environment_or_prompt(passphrase_file)
         self._kdf = kdf or KdfParams()
         self._derived: dict[tuple[bytes, KdfParams], bytes] = {}
 
