@@ -1,0 +1,1 @@
+"""Query engines over encrypted datasets: DuckDB (embedded, the default) and Spark."""
