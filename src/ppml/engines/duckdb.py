@@ -70,7 +70,9 @@ class EncryptedConnection:
             header = "true" if options.get("header", True) else "false"
             delimiter = _literal(options.get("delimiter", ","))
             typed = f", columns={columns}" if columns else ""
-            return f"read_csv({listing}, header={header}, delim={delimiter}, quote='\"', escape='\"', allow_quoted_nulls=false{typed})"
+            # pyarrow writes "" for an empty string and nothing for a null: keep the two apart
+            quoting = "quote='\"', escape='\"', allow_quoted_nulls=false"
+            return f"read_csv({listing}, header={header}, delim={delimiter}, {quoting}{typed})"
         if dataset.file_format == "json":
             typed = f", columns={columns}" if columns else ""
             return f"read_json({listing}, format='newline_delimited'{typed})"
