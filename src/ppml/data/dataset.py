@@ -16,7 +16,16 @@ from typing import Any
 import fsspec
 import pyarrow as pa
 
-from ppml.data.manifest import ENCRYPTED_NAME, PLAIN_NAME, Manifest, Part, read_manifest, write_manifest
+from ppml.data.manifest import (
+    ENCRYPTED_NAME,
+    PLAIN_NAME,
+    Manifest,
+    Part,
+    decode_schema,
+    encode_schema,
+    read_manifest,
+    write_manifest,
+)
 from ppml.data.modes import EXTENSIONS, Mode, check_format
 from ppml.data.parts import PartSource, PartSpec, bigdl_keys, read_part, write_part
 from ppml.errors import ConfigError, InputError
@@ -39,15 +48,17 @@ def _join(url: str, name: str) -> str:
 
 @dataclass
 class DatasetWriter:
-    """One write into a dataset: ``begin`` → parts (anywhere) → ``commit`` (once), or ``abort``."""
+    """One write into a dataset: ``begin`` → parts (anywhere) → ``commit`` (once), or ``abort``.
+
+    Its state is the picklable ``spec`` plus names, so a Spark driver can commit what executors wrote.
+    The commit re-reads the manifest, so an append never drops parts committed meanwhile.
+    """
 
     url: str
     spec: PartSpec
     keyring: KeyRing
     write_mode: str = "error"
     write_id: str = field(default_factory=lambda: secrets.token_hex(4))
-    _previous: Manifest | None = None
-    _manifest: Manifest | None = None
     _parts: list[Part] = field(default_factory=list)
     _bigdl_key: Any = None
 
@@ -67,14 +78,11 @@ class DatasetWriter:
         _check_target(url, previous, write_mode)
         if previous is not None and write_mode == "append":
             _check_compatible(url, previous, file_format, mode, schema)
-            manifest = previous
-        else:
-            manifest = Manifest.new(file_format, mode.value, key_uri if mode.encrypted else None, schema, options)
-        spec = PartSpec(dataset_id=manifest.dataset_id, file_format=file_format, mode=mode,
+        dataset_id = previous.dataset_id if previous is not None and write_mode == "append" else secrets.token_hex(16)
+        spec = PartSpec(dataset_id=dataset_id, file_format=file_format, mode=mode,
                         key_uri=key_uri if mode.encrypted else None, options=dict(options or {}),
-                        column_keys=dict(column_keys) if column_keys else None)
-        writer = cls(url=url, spec=spec, keyring=keyring, write_mode=write_mode, _previous=previous,
-                     _manifest=manifest)
+                        column_keys=dict(column_keys) if column_keys else None, schema_b64=encode_schema(schema))
+        writer = cls(url=url, spec=spec, keyring=keyring, write_mode=write_mode)
         if mode is Mode.BIGDL_CBC:
             writer._bigdl_key = bigdl_keys(spec.options).generate(
                 insecure_bigdl_format=bool(spec.options.get("insecure_bigdl_format")))
@@ -85,7 +93,7 @@ class DatasetWriter:
         """Hidden directory that holds this write's parts until the commit."""
         return _join(self.url, f".staging-{self.write_id}")
 
-    def part_url(self, index: int) -> str:
+    def part_url(self, index: int | str) -> str:
         """Staging URL of part ``index`` of this write."""
         return _join(self.staging, self.spec.part_name(self.write_id, index))
 
@@ -98,17 +106,24 @@ class DatasetWriter:
 
     def commit(self, parts: Iterable[Part] | None = None) -> Manifest:
         """Move staged parts into the dataset and atomically publish the new manifest."""
-        parts = list(self._parts if parts is None else parts)
-        assert self._manifest is not None
+        parts = sorted(self._parts if parts is None else parts, key=lambda part: part.name)
+        previous = read_manifest(self.url, self.keyring)
+        if previous is not None and self.write_mode == "append":
+            if previous.dataset_id != self.spec.dataset_id:
+                raise InputError(f"{self.url}: the dataset was replaced while this append ran; retry it")
+            base = previous
+        else:
+            base = Manifest.new(self.spec.file_format, self.spec.mode.value, self.spec.key_uri,
+                                decode_schema(self.spec.schema_b64), self.spec.options, dataset_id=self.spec.dataset_id)
         fs, root = _fs(self.url)
         for part in parts:
             fs.mv(f"{_fs(self.staging)[1]}/{part.name}", f"{root}/{part.name}")
-        manifest = self._manifest.with_parts(parts, write_id=self.write_id, write_mode=self.write_mode)
+        manifest = base.with_parts(parts, write_id=self.write_id, write_mode=self.write_mode)
         if self.spec.mode is Mode.BIGDL_CBC:
             with fsspec.open(_join(self.url, META_FILE_NAME), "wb") as meta:
                 meta.write(format_bigdl_meta(self._bigdl_key[1]).encode("utf-8"))
         write_manifest(self.url, manifest, self.keyring)
-        self._cleanup(fs, root, manifest)
+        self._cleanup(fs, root, previous, manifest)
         return manifest
 
     def abort(self) -> None:
@@ -117,14 +132,17 @@ class DatasetWriter:
         if fs.exists(path):
             fs.rm(path, recursive=True)
 
-    def _cleanup(self, fs: fsspec.AbstractFileSystem, root: str, manifest: Manifest) -> None:
+    def _cleanup(self, fs: fsspec.AbstractFileSystem, root: str, previous: Manifest | None,
+                 manifest: Manifest) -> None:
         self.abort()
-        if self._previous is not None and self.write_mode == "overwrite":
+        if previous is None:
+            return
+        if self.write_mode == "overwrite":
             current = {part.name for part in manifest.parts}
-            for part in self._previous.parts:
+            for part in previous.parts:
                 if part.name not in current and fs.exists(f"{root}/{part.name}"):
                     fs.rm(f"{root}/{part.name}")
-        if self._previous is not None and self._previous.key_uri != manifest.key_uri:
+        if previous.key_uri != manifest.key_uri:
             # the manifest moved between plain and encrypted: drop the stale one
             stale = ENCRYPTED_NAME if manifest.key_uri is None else PLAIN_NAME
             if fs.exists(f"{root}/{stale}"):

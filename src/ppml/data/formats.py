@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from ppml.errors import ConfigError, InvalidCiphertext
 
 TEXT_COLUMN = "value"
+ROW_GROUP_SIZE = 1_000_000
 _BATCH_ROWS = 65_536
 
 
@@ -30,7 +31,7 @@ def write_table(table: pa.Table, sink: BinaryIO, file_format: str, options: Mapp
     """Serialize ``table`` into ``sink`` as ``file_format``."""
     if file_format == "parquet":
         pq.write_table(table, sink, compression=options.get("compression", "zstd"),
-                       row_group_size=int(options.get("row_group_size", 1_000_000)))
+                       row_group_size=int(options.get("row_group_size", ROW_GROUP_SIZE)))
     elif file_format == "csv":
         pa_csv.write_csv(table, sink, write_options=pa_csv.WriteOptions(
             include_header=bool(options.get("header", True)), delimiter=options.get("delimiter", ",")))

@@ -46,6 +46,7 @@ class Part:
     aad_prefix: str = ""  # the AAD prefix a PME part was written with (never stored in the file)
     wrapped_key: str = ""  # base64 wrapped DEK of a PME part written with an AAD prefix
     key_uri: str = ""
+    row_groups: int = 1  # Parquet parts: how many row groups, so readers can split without opening it
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,7 @@ class Manifest:
     @property
     def schema(self) -> pa.Schema:
         """The Arrow schema every part conforms to."""
-        return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(self.schema_b64)))
+        return decode_schema(self.schema_b64)
 
     @property
     def rows(self) -> int:
@@ -73,11 +74,10 @@ class Manifest:
 
     @staticmethod
     def new(file_format: str, mode: str, key_uri: str | None, schema: pa.Schema,
-            options: Mapping[str, Any] | None = None) -> Manifest:
+            options: Mapping[str, Any] | None = None, *, dataset_id: str | None = None) -> Manifest:
         """An empty manifest for a new dataset."""
-        return Manifest(dataset_id=secrets.token_hex(16), file_format=file_format, mode=mode, key_uri=key_uri,
-                        schema_b64=base64.b64encode(schema.serialize().to_pybytes()).decode("ascii"),
-                        options=dict(options or {}))
+        return Manifest(dataset_id=dataset_id or secrets.token_hex(16), file_format=file_format, mode=mode,
+                        key_uri=key_uri, schema_b64=encode_schema(schema), options=dict(options or {}))
 
     def with_parts(self, parts: list[Part], *, write_id: str, write_mode: str) -> Manifest:
         """The manifest after a commit: ``append`` keeps existing parts, ``overwrite`` replaces them."""
@@ -103,6 +103,16 @@ class Manifest:
             return Manifest(**document, parts=parts, commits=commits)
         except (ValueError, KeyError, TypeError) as error:
             raise InputError(f"{where}: the dataset manifest is corrupt: {error}") from None
+
+
+def encode_schema(schema: pa.Schema) -> str:
+    """An Arrow schema as base64 IPC bytes (exact types, metadata included)."""
+    return base64.b64encode(schema.serialize().to_pybytes()).decode("ascii")
+
+
+def decode_schema(text: str) -> pa.Schema:
+    """The inverse of ``encode_schema``."""
+    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
 
 
 def manifest_urls(dataset: str) -> tuple[str, str]:

@@ -20,7 +20,7 @@ import pyarrow.parquet.encryption as pe
 
 from ppml._atomic import atomic_output
 from ppml.bigdl_files import BigDLKeySource
-from ppml.data.formats import read_table, write_table
+from ppml.data.formats import ROW_GROUP_SIZE, read_table, write_table
 from ppml.data.manifest import Part
 from ppml.data.modes import EXTENSIONS, Mode
 from ppml.errors import ConfigError, InputError, InvalidCiphertext
@@ -43,11 +43,13 @@ class PartSpec:
     key_uri: str | None
     options: Mapping[str, Any] = field(default_factory=dict)
     column_keys: Mapping[str, list[str]] | None = None
+    schema_b64: str = ""
 
-    def part_name(self, write_id: str, index: int) -> str:
+    def part_name(self, write_id: str, index: int | str) -> str:
         """``part-<write>-<index>.<ext>[.ppml]``: unique per write, so appends never collide."""
         suffix = ".ppml" if self.mode is Mode.PPML else ".cbc" if self.mode is Mode.BIGDL_CBC else ""
-        return f"part-{write_id}-{index:05d}{EXTENSIONS[self.file_format]}{suffix}"
+        label = f"{index:05d}" if isinstance(index, int) else index
+        return f"part-{write_id}-{label}{EXTENSIONS[self.file_format]}{suffix}"
 
 
 def write_part(spec: PartSpec, table: pa.Table, url: str, keyring: KeyRing, *,
@@ -65,8 +67,10 @@ def write_part(spec: PartSpec, table: pa.Table, url: str, keyring: KeyRing, *,
             pins = _write_bigdl(spec, table, sink, name, bigdl_data_key)
         else:
             pins = _WRITERS[spec.mode](spec, table, sink, name, keyring)
-    size = fsspec.core.url_to_fs(url)[0].size(fsspec.core.url_to_fs(url)[1])
-    return Part(name=name, rows=table.num_rows, size=int(size), **pins)
+    fs, path = fsspec.core.url_to_fs(url)
+    row_group_size = int(spec.options.get("row_group_size", ROW_GROUP_SIZE))
+    row_groups = max(1, -(-table.num_rows // row_group_size)) if spec.file_format == "parquet" else 1
+    return Part(name=name, rows=table.num_rows, size=int(fs.size(path)), row_groups=row_groups, **pins)
 
 
 def _write_plain(spec: PartSpec, table: pa.Table, sink: BinaryIO, name: str, keyring: KeyRing) -> dict[str, str]:
@@ -96,7 +100,8 @@ def _write_pme(spec: PartSpec, table: pa.Table, sink: BinaryIO, name: str, keyri
     properties = pe.create_encryption_properties(footer_key=data_key.insecure_bytes(),
                                                  aad_prefix=aad_prefix.encode(), store_aad_prefix=False,
                                                  encryption_algorithm=algorithm)
-    pq.write_table(table, sink, encryption_properties=properties, compression=spec.options.get("compression", "zstd"))
+    pq.write_table(table, sink, encryption_properties=properties, compression=spec.options.get("compression", "zstd"),
+                   row_group_size=int(spec.options.get("row_group_size", ROW_GROUP_SIZE)))
     return {"aad_prefix": aad_prefix, "wrapped_key": base64.b64encode(wrapped).decode("ascii"),
             "key_uri": backend.key_uri(key_name)}
 
@@ -109,7 +114,8 @@ def _write_pme_column_keys(spec: PartSpec, table: pa.Table, sink: BinaryIO, keyr
                                         double_wrapping=True, plaintext_footer=False)
     properties = crypto_factory(keyring).file_encryption_properties(pe.KmsConnectionConfig(), config)
     buffer = io.BytesIO()
-    pq.write_table(table, buffer, encryption_properties=properties)
+    pq.write_table(table, buffer, encryption_properties=properties,
+                   row_group_size=int(spec.options.get("row_group_size", ROW_GROUP_SIZE)))
     data = buffer.getvalue()
     sink.write(data)
     return {"footer_sha256": _footer_digest(data), "key_uri": spec.key_uri or ""}
