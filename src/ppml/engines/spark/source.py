@@ -12,6 +12,7 @@ Partitions map to Parquet row groups, or to whole files for the row formats.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql.datasource import (
@@ -164,18 +166,17 @@ class PPMLReader(DataSourceReader):
 
 
 def _read_row_group(source: PartSource, group: int, keyring: KeyRing) -> pa.Table:
-    import io
-
-    import fsspec
-
+    """One row group of a Parquet part, decrypting only the segments it spans."""
     with fsspec.open(source.url, "rb") as raw:
-        if source.mode is Mode.PPML:
-            reader = open_ppml_part(source, raw, keyring)
-            with io.BufferedReader(reader, buffer_size=reader.header.segment_size) as plaintext:  # type: ignore[arg-type]
-                parquet = pq.ParquetFile(plaintext)
-                return parquet.read_row_group(group) if group < parquet.num_row_groups else parquet.schema_arrow.empty_table()
-        parquet = pq.ParquetFile(raw)
-        return parquet.read_row_group(group) if group < parquet.num_row_groups else parquet.schema_arrow.empty_table()
+        if source.mode is not Mode.PPML:
+            return _row_group(pq.ParquetFile(raw), group)
+        reader = open_ppml_part(source, raw, keyring)
+        with io.BufferedReader(reader, buffer_size=reader.header.segment_size) as plaintext:  # type: ignore[arg-type]
+            return _row_group(pq.ParquetFile(plaintext), group)
+
+
+def _row_group(parquet: pq.ParquetFile, group: int) -> pa.Table:
+    return parquet.read_row_group(group) if group < parquet.num_row_groups else parquet.schema_arrow.empty_table()
 
 
 @dataclass

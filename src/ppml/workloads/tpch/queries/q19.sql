@@ -1,4 +1,4 @@
--- TPC-H Q19, discounted revenue (BRANDS = Brand#12, Brand#23, Brand#34; QUANTITIES = 1, 10, 20).
+-- TPC-H Q19, discounted revenue (BRANDS = Brand#12, Brand#23, Brand#34, QUANTITIES = 1, 10, 20).
 select
     sum(l_extendedprice * (1 - l_discount)) as revenue
 from
