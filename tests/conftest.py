@@ -63,15 +63,26 @@ def ppml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capture
 
 
 @pytest.fixture(scope="session")
-def spark():  # type: ignore[no-untyped-def]
-    """One local Spark session for the whole test run (starting Spark costs seconds)."""
-    from pyspark.sql import SparkSession
+def spark_local_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the shared Spark session keeps shuffle and spill files (scanned by the no-plaintext test)."""
+    return tmp_path_factory.mktemp("spark-local")
 
-    session = (SparkSession.builder.master("local[2]").appName("ppml-tests")
-               .config("spark.ui.enabled", "false")
-               .config("spark.sql.shuffle.partitions", "4")
-               .config("spark.default.parallelism", "4")
-               .getOrCreate())
+
+@pytest.fixture(scope="session")
+def spark(spark_local_dir: Path):  # type: ignore[no-untyped-def]
+    """One trusted local Spark session for the whole test run (starting Spark costs seconds).
+
+    Shuffles spill after a few thousand records, so tests exercise Spark's encrypted spill files.
+    """
+    from ppml.engines.spark import trusted_session
+
+    session = trusted_session("ppml-tests", "local[2]", conf={
+        "spark.sql.shuffle.partitions": "4",
+        "spark.default.parallelism": "4",
+        "spark.local.dir": str(spark_local_dir),
+        "spark.shuffle.spill.numElementsForceSpillThreshold": "2000",
+        "spark.driver.memory": "2g",
+    })
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()

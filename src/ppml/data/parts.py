@@ -28,7 +28,7 @@ from ppml.fileformat import DecryptingReader, EncryptingWriter
 from ppml.fileformat.bigdl import BigDLDataKey, decrypt_bigdl_stream, encrypt_bigdl_stream
 from ppml.files import key_resolver
 from ppml.kms import KeyRing
-from ppml.kms.arrow import crypto_factory
+from ppml.kms.arrow import crypto_factory, master_key_id
 
 PME_MAGIC = b"PARE"
 
@@ -109,7 +109,8 @@ def _write_pme(spec: PartSpec, table: pa.Table, sink: BinaryIO, name: str, keyri
 def _write_pme_column_keys(spec: PartSpec, table: pa.Table, sink: BinaryIO, keyring: KeyRing,
                            algorithm: str) -> dict[str, str]:
     """Per-column keys through pyarrow's KMS key tools: interoperable with parquet-mr (Spark)."""
-    config = pe.EncryptionConfiguration(footer_key=spec.key_uri, column_keys=dict(spec.column_keys or {}),
+    column_keys = {master_key_id(uri): list(columns) for uri, columns in (spec.column_keys or {}).items()}
+    config = pe.EncryptionConfiguration(footer_key=master_key_id(spec.key_uri or ""), column_keys=column_keys,
                                         encryption_algorithm=algorithm, data_key_length_bits=256,
                                         double_wrapping=True, plaintext_footer=False)
     properties = crypto_factory(keyring).file_encryption_properties(pe.KmsConnectionConfig(), config)

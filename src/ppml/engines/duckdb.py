@@ -118,5 +118,11 @@ class EncryptedConnection:
 
 def connect(keyring: KeyRing, database: str = ":memory:", *, config: Mapping[str, Any] | None = None,
             cache_bytes: int | None = None) -> EncryptedConnection:
-    """A DuckDB connection able to read and write encrypted datasets with keys from ``keyring``."""
-    return EncryptedConnection(keyring, duckdb.connect(database, config=dict(config or {})), cache_bytes=cache_bytes)
+    """A DuckDB connection able to read and write encrypted datasets with keys from ``keyring``.
+
+    Spilling to disk is off (``temp_directory=''``): DuckDB's temporary files are plaintext unless the
+    database itself is encrypted, so an operator that outgrows memory fails rather than writing
+    decrypted data to disk. Pass ``config={"temp_directory": ...}`` to choose otherwise.
+    """
+    settings = {"temp_directory": "", **dict(config or {})}
+    return EncryptedConnection(keyring, duckdb.connect(database, config=settings), cache_bytes=cache_bytes)

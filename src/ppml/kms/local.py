@@ -5,7 +5,7 @@ seals the key table with AES-256-GCM, the public fields bound as associated data
 tells a wrong passphrase apart from a corrupt file. Writers take an exclusive lock on ``<file>.lock``,
 reload, change, and atomically replace the file, so concurrent processes lose no key.
 
-Wrapped data keys are ``0x01 || key version (u32 BE) || nonce (12) || AES-256-GCM(DEK)`` with the key
+Wrapped data keys (16, 24 or 32 bytes) are ``0x01 || key version (u32 BE) || nonce (12) || AES-256-GCM(DEK)`` with the key
 name as associated data, so a wrapped key moved to another key name does not unwrap.
 """
 
@@ -42,7 +42,7 @@ FORMAT_VERSION = 1
 KEYSTORE_ENV = "PPML_KEYSTORE"
 _WRAP_VERSION = 1
 _WRAP_HEADER = struct.Struct(">BI")
-_WRAP_SIZE = _WRAP_HEADER.size + 12 + DATA_KEY_SIZE + 16
+_WRAP_SIZES = {_WRAP_HEADER.size + 12 + size + 16 for size in (16, 24, DATA_KEY_SIZE)}  # Parquet KEKs are 128-bit
 
 
 def default_keystore_path() -> Path:
@@ -150,7 +150,7 @@ class LocalKeystore(KeyManagementService):
         return _WRAP_HEADER.pack(_WRAP_VERSION, version) + nonce + sealed
 
     def _unwrap(self, wrapped: bytes, name: str) -> SecretKey:
-        if len(wrapped) != _WRAP_SIZE or wrapped[0] != _WRAP_VERSION:
+        if len(wrapped) not in _WRAP_SIZES or wrapped[0] != _WRAP_VERSION:
             raise KeyProviderError(f"the wrapped data key is not a local:{name} wrapping (corrupt header?)")
         _, version = _WRAP_HEADER.unpack_from(wrapped)
         material = self._material(name, self._entry(self._load(), name), version)
