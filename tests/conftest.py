@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,6 +77,7 @@ def spark(spark_local_dir: Path):  # type: ignore[no-untyped-def]
     """
     from ppml.engines.spark import trusted_session
 
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # keep Spark on loopback
     session = trusted_session("ppml-tests", "local[2]", conf={
         "spark.sql.shuffle.partitions": "4",
         "spark.default.parallelism": "4",
