@@ -5,8 +5,8 @@ seals the key table with AES-256-GCM, the public fields bound as associated data
 tells a wrong passphrase apart from a corrupt file. Writers take an exclusive lock on ``<file>.lock``,
 reload, change, and atomically replace the file, so concurrent processes lose no key.
 
-Wrapped data keys (16, 24 or 32 bytes) are ``0x01 || key version (u32 BE) || nonce (12) || AES-256-GCM(DEK)`` with the key
-name as associated data, so a wrapped key moved to another key name does not unwrap.
+Wrapped data keys (16, 24 or 32 bytes) are ``0x01 || key version (u32 BE) || nonce (12) || AES-256-GCM(DEK)``
+with the key name as associated data, so a wrapped key moved to another key name does not unwrap.
 """
 
 from __future__ import annotations
