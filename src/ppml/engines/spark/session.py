@@ -25,6 +25,7 @@ TRUSTED_CONF: Mapping[str, str] = {
     "spark.sql.redaction.string.regex": REDACTION,
     "spark.ui.enabled": "false",
 }
+DEFAULT_CONF: Mapping[str, str] = {"spark.ui.showConsoleProgress": "false"}
 
 
 def register(spark: SparkSession) -> SparkSession:
@@ -46,7 +47,9 @@ def trusted_session(app_name: str = "ppml", master: str = "local[*]",
         if key in TRUSTED_CONF and str(value).lower() != TRUSTED_CONF[key].lower() and key != "spark.ui.enabled":
             raise ValueError(f"{key} is fixed to {TRUSTED_CONF[key]} in a trusted session")
         builder = builder.config(key, str(value))
-    for key, value in TRUSTED_CONF.items():
+    for key, value in {**DEFAULT_CONF, **TRUSTED_CONF}.items():
         if key not in (conf or {}):
             builder = builder.config(key, value)
-    return register(builder.getOrCreate())
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return register(spark)
