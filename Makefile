@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/ppml example roundtrip
+	$(BIN)/ppml demo
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -14,8 +14,10 @@ from rich.markup import escape
 
 from ppml.cli._common import console
 from ppml.cli.crypt import decrypt, encrypt, inspect
+from ppml.cli.demo import demo
 from ppml.cli.example import example
 from ppml.cli.keys import keys
+from ppml.cli.tpch import tpch
 from ppml.errors import PPMLError
 
 
@@ -36,7 +38,7 @@ def cli(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
 
 
-for command in (keys, encrypt, decrypt, inspect, example):
+for command in (keys, encrypt, decrypt, inspect, example, demo, tpch):
     cli.add_command(command)
 
 

@@ -19,6 +19,9 @@ class QueryEngine(Protocol):
                  options: Mapping[str, Any] | None = None) -> None:
         """Make the dataset at ``url`` queryable as ``table``."""
 
+    def register_plain_parquet(self, table: str, paths: list[str]) -> None:
+        """Make plaintext Parquet files queryable with the engine's own native reader (the baseline)."""
+
     def query(self, sql: str) -> pa.Table:
         """Run ``sql`` and return its result."""
 

@@ -29,6 +29,10 @@ class DuckDBEngine:
                  options: Mapping[str, Any] | None = None) -> None:
         self.connection.register_encrypted(table, url, file_format=file_format, mode=mode, options=options)
 
+    def register_plain_parquet(self, table: str, paths: list[str]) -> None:
+        listing = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
+        self.connection.execute(f'CREATE OR REPLACE VIEW "{table}" AS SELECT * FROM read_parquet([{listing}])')
+
     def query(self, sql: str) -> pa.Table:
         return self.connection.sql(sql).to_arrow_table()
 
@@ -70,6 +74,9 @@ class SparkEngine:
         if mode:
             reader = reader.option("mode", mode)
         reader.load(url).createOrReplaceTempView(table)
+
+    def register_plain_parquet(self, table: str, paths: list[str]) -> None:
+        self.spark.read.parquet(*paths).createOrReplaceTempView(table)
 
     def query(self, sql: str) -> pa.Table:
         return self.spark.sql(sql).toArrow()

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from ppml.errors import InputError
+from ppml.errors import ConfigError, InputError
 from ppml.workloads.tpch.queries import QUERIES
 
 COLUMN_ROLES: dict[int, str] = {
@@ -79,6 +79,8 @@ def read_answer(n: int, answers_dir: str | Path | None = None) -> Answer:
         text = source.read_text(encoding="utf-8")
     except (FileNotFoundError, NotADirectoryError):
         raise InputError(f"{source}: no answer file for TPC-H query {n}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{source}: cannot read the answer to TPC-H query {n}: {error}") from None
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
@@ -95,7 +97,12 @@ def load_answer(n: int, answers_dir: str | Path | None = None) -> pa.Table:
     """The answer as an Arrow table typed by column role (strings, dates, int64, decimals, doubles)."""
     answer = read_answer(n, answers_dir)
     columns = [[row[index] for row in answer.rows] for index in range(len(answer.header))]
-    arrays = [_typed_array(role, values) for role, values in zip(_roles(n, answer), columns, strict=True)]
+    arrays = []
+    for name, role, values in zip(answer.header, _roles(n, answer), columns, strict=True):
+        try:
+            arrays.append(_typed_array(role, values))
+        except (ValueError, ArithmeticError, pa.ArrowException) as error:
+            raise InputError(f"{_answer_file(n, answers_dir)}: column {name} does not parse: {error}") from None
     return pa.Table.from_arrays(arrays, names=answer.header)
 
 
@@ -142,11 +149,11 @@ def compare_tables(a: pa.Table, b: pa.Table) -> str | None:
 
 
 def _answer_file(n: int, answers_dir: str | Path | None) -> Traversable | Path:
-    if n not in QUERIES:
-        raise InputError(f"there is no TPC-H query {n!r}; queries are numbered 1-22")
+    if isinstance(n, bool) or n not in QUERIES:
+        raise ConfigError(f"there is no TPC-H query {n!r}; queries are numbered 1-22")
     name = f"q{n:02d}.csv"
     if answers_dir is None:
-        return files(__package__).joinpath("answers", "sf1", name)
+        return files("ppml.workloads.tpch").joinpath("answers", "sf1", name)
     return Path(answers_dir) / name
 
 
@@ -184,7 +191,9 @@ def _cell_difference(role: str, expected: str, actual: object) -> str | None:
         if is_date and actual.isoformat() == expected:
             return None
         return f"expected date {expected}, got {actual!r}"
-    want, got = Decimal(expected), _as_decimal(actual)
+    want, got = _parse_number(expected), _as_decimal(actual)
+    if want is None:
+        return f"the answer {expected!r} is not a number"
     if got is None:
         return f"expected the number {expected}, got {actual!r}"
     if role == "i":
@@ -197,14 +206,27 @@ def _cell_difference(role: str, expected: str, actual: object) -> str | None:
 
 
 def _as_decimal(value: object) -> Decimal | None:
-    """A number as an exact Decimal (floats via their shortest repr), or None for non-numbers and NaN."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+    """A result's number as an exact Decimal (floats via their shortest repr), or None.
+
+    NaN, infinities and non-numbers give None; so do booleans and numbers held in strings, which are
+    type errors in a result even when their text looks right.
+    """
+    if not _is_number(value):
         return None
     try:
         number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
     except InvalidOperation:
         return None
     return number if number.is_finite() else None
+
+
+def _parse_number(text: str) -> Decimal | None:
+    """An answer field as an exact Decimal, or None if it is not a plain finite number."""
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() and text == text.strip() else None
 
 
 def _order_hint(index: int, row: tuple[object, ...], expected_rows: list[list[str]], roles: str) -> str:
@@ -216,9 +238,10 @@ def _order_hint(index: int, row: tuple[object, ...], expected_rows: list[list[st
 
 
 def _same_value(x: object, y: object) -> bool:
+    """Equal, except that numbers of any type agree within ``ENGINE_TOLERANCE`` (integers exactly)."""
     if x is None or y is None:
         return x is None and y is None
-    if isinstance(x, (int, float, Decimal)) and isinstance(y, (int, float, Decimal)) and not isinstance(x, bool):
+    if _is_number(x) and _is_number(y):
         if isinstance(x, int) and isinstance(y, int):
             return x == y
         fx, fy = float(x), float(y)
@@ -226,3 +249,7 @@ def _same_value(x: object, y: object) -> bool:
             return math.isnan(fx) and math.isnan(fy)
         return math.isclose(fx, fy, rel_tol=ENGINE_TOLERANCE, abs_tol=1e-12)
     return type(x) is type(y) and x == y
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float, Decimal)) and not isinstance(value, bool)

@@ -16,7 +16,7 @@ QUERIES: tuple[int, ...] = tuple(range(1, 23))
 def query_text(n: int) -> str:
     """The SQL of TPC-H query ``n`` (1-22), without trailing whitespace."""
     _check_query_number(n)
-    return files(__package__).joinpath("queries", f"q{n:02d}.sql").read_text(encoding="utf-8").rstrip()
+    return files("ppml.workloads.tpch").joinpath("queries", f"q{n:02d}.sql").read_text(encoding="utf-8").rstrip()
 
 
 def parse_queries(spec: str) -> list[int]:

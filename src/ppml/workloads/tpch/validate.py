@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ppml.errors import ConfigError, InputError
-from ppml.workloads.tpch.answers import CheckResult, check_answer
+from ppml.workloads.tpch.answers import CheckResult, check_answer, read_answer
 from ppml.workloads.tpch.datagen import TABLES
 from ppml.workloads.tpch.queries import QUERIES, parse_queries, query_text
 
@@ -117,7 +117,7 @@ def _run_and_check(run: Runner, n: int, engine: str) -> CheckResult:
     except Exception as error:  # report the engine's error as this query's failure
         seconds = time.perf_counter() - started
         message = f"q{n:02d}: {engine} raised {type(error).__name__}: {str(error).strip()[:500]}"
-        return CheckResult(n, False, -1, 0, message, seconds)
+        return CheckResult(n, False, len(read_answer(n).rows), 0, message, seconds)
     seconds = time.perf_counter() - started
     return replace(check_answer(n, table), seconds=seconds)
 

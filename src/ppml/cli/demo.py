@@ -1,0 +1,51 @@
+"""``ppml demo``: the main job, and what ``make run`` runs."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from ppml.cli._common import out
+from ppml.engines.registry import ENGINES
+from ppml.workloads.demo import run_demo
+from ppml.workloads.tpch.pipeline import geometric_mean
+from ppml.workloads.tpch.queries import parse_queries
+
+
+@click.command()
+@click.option("--engine", type=click.Choice(ENGINES), default="duckdb", show_default=True)
+@click.option("--scale", type=float, default=0.1, show_default=True, help="TPC-H scale factor.")
+@click.option("--queries", default="1-22", show_default=True, help="Which queries, e.g. 1-22 or 1,3,6.")
+@click.option("--workdir", type=click.Path(file_okay=False), default=None,
+              help="Where to keep data, keystore and results [default: a new temporary directory].")
+def demo(engine: str, scale: float, queries: str, workdir: str | None) -> None:
+    """TPC-H on encrypted data, end to end: generate, create a key, encrypt, run all 22 queries on
+    plaintext and encrypted tables, check the answers, write the results encrypted, and print the timings.
+
+    \b
+    Examples:
+      ppml demo
+      ppml demo --engine spark
+      ppml demo --scale 1 --workdir ~/ppml-demo     # also checks the official TPC-H answers
+    """
+    out.print(f"[bold]ppml demo[/]: TPC-H SF {scale:g} on {engine}, encrypted vs plaintext")
+    report = run_demo(engine=engine, scale=scale, workdir=workdir, queries=parse_queries(queries),
+                      say=lambda line: out.print("  " + line, soft_wrap=True))
+    table = Table("query", "plaintext s", "encrypted s", "ratio", "rows", "check")
+    for q in report.queries:
+        style = "" if q.check.startswith("ok") else "bold red"
+        table.add_row(f"Q{q.query:02d}", f"{q.plain_seconds:.3f}", f"{q.encrypted_seconds:.3f}", f"{q.ratio:.2f}",
+                      str(q.rows), q.check, style=style)
+    plain = sum(q.plain_seconds for q in report.queries)
+    encrypted = sum(q.encrypted_seconds for q in report.queries)
+    table.add_row("total", f"{plain:.3f}", f"{encrypted:.3f}", f"{encrypted / plain:.2f}", "", "")
+    table.add_row("geomean ratio", "", "", f"{geometric_mean([q.ratio for q in report.queries]):.2f}", "", "")
+    out.print(table)
+    work = report.workspace
+    out.print(f"Encrypted results: {work.root / 'results'}/qNN (CSV in .ppml containers); "
+              f"timings: {report.timings_csv}", soft_wrap=True)
+    out.print("Decrypt one with:\n"
+              f"  PPML_KEYSTORE={work.keystore} PPML_KEYSTORE_PASSPHRASE_FILE={work.passphrase_file} \\\n"
+              f"    ppml decrypt {work.root / 'results' / 'q01'} q01-plain", soft_wrap=True)
+    if report.failures:
+        raise click.ClickException(f"{len(report.failures)} of {len(report.queries)} queries gave wrong answers")

@@ -1,0 +1,149 @@
+"""``ppml tpch``: generate, encrypt, run and check the 22 TPC-H queries on encrypted data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from ppml.cli._common import console, keystore_options, out
+from ppml.data.modes import Mode
+from ppml.engines.registry import ENGINES, open_engine
+from ppml.kms import KeyRing
+from ppml.workloads.tpch.answers import check_answer
+from ppml.workloads.tpch.datagen import generate
+from ppml.workloads.tpch.pipeline import (
+    encrypt_tables,
+    geometric_mean,
+    register_encrypted,
+    register_plain,
+    run_queries,
+    write_results,
+    write_timings,
+)
+from ppml.workloads.tpch.queries import parse_queries
+
+MODES = [mode.value for mode in Mode]
+
+
+@click.group()
+def tpch() -> None:
+    """TPC-H on encrypted data."""
+
+
+@tpch.command()
+@click.option("--scale", type=float, default=0.1, show_default=True, help="Scale factor (1 = 1 GB).")
+@click.option("--output", type=click.Path(file_okay=False), required=True, help="Directory for <table>.parquet.")
+@click.option("--force", is_flag=True, help="Replace an existing output directory.")
+def gen(scale: float, output: str, force: bool) -> None:
+    """Generate the 8 TPC-H tables as Parquet with tpchgen-cli (the same data as dbgen).
+
+    \b
+    Example:
+      ppml tpch gen --scale 1 --output tpch-sf1
+    """
+    generate(output, scale, overwrite=force, progress=lambda table, done, total: console.print(
+        f"  {table} ({done}/{total})"))
+    console.print(f"generated TPC-H SF {scale:g} in {output}")
+
+
+@tpch.command()
+@click.argument("plain_dir", type=click.Path(file_okay=False, exists=True))
+@click.argument("output")
+@click.option("--key", "key_uri", envvar="PPML_KEY", help="Primary key URI, e.g. local:tpch.")
+@click.option("--mode", type=click.Choice(MODES, case_sensitive=False), default="ppml", show_default=True)
+@click.option("--format", "file_format", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
+@keystore_options
+def encrypt(plain_dir: str, output: str, key_uri: str | None, mode: str, file_format: str, keyring: KeyRing) -> None:
+    """Encrypt generated tables into one dataset per table under OUTPUT.
+
+    \b
+    Example:
+      ppml tpch encrypt tpch-sf1 tpch-sf1-enc --key local:tpch
+    """
+    encrypt_tables(plain_dir, output, keyring, key_uri=key_uri, mode=mode, file_format=file_format,
+                   progress=lambda table: console.print(f"  encrypted {table}"))
+    console.print(f"encrypted TPC-H tables from {plain_dir} into {output} ({mode}, {file_format})")
+
+
+@tpch.command()
+@click.argument("data")
+@click.option("--engine", type=click.Choice(ENGINES), default="duckdb", show_default=True)
+@click.option("--queries", default="1-22", show_default=True)
+@click.option("--plain", is_flag=True, help="DATA holds plaintext <table>.parquet files (the baseline).")
+@click.option("--output", type=click.Path(file_okay=False), default=None, help="Write each result as OUTPUT/qNN.")
+@click.option("--output-mode", type=click.Choice(MODES, case_sensitive=False), default="ppml", show_default=True)
+@click.option("--key", "key_uri", envvar="PPML_KEY", help="Key URI for encrypted results.")
+@keystore_options
+def run(data: str, engine: str, queries: str, plain: bool, output: str | None, output_mode: str,
+        key_uri: str | None, keyring: KeyRing) -> None:
+    """Run TPC-H queries on encrypted tables (or plaintext with --plain); print and save the timings.
+
+    \b
+    Example:
+      ppml tpch run tpch-sf1-enc --engine spark --output results --key local:tpch
+    """
+    numbers = parse_queries(queries)
+    query_engine = open_engine(engine, keyring)
+    try:
+        if plain:
+            register_plain(query_engine, data)
+        else:
+            register_encrypted(query_engine, {t: str(Path(data) / t) for t in _tables(data)})
+        runs = run_queries(query_engine, numbers, progress=lambda r: console.print(
+            f"  Q{r.query:02d} {r.seconds:.3f} s, {r.result.num_rows} rows"))
+    finally:
+        query_engine.close()
+    table = Table("query", "seconds", "rows")
+    for r in runs:
+        table.add_row(f"Q{r.query:02d}", f"{r.seconds:.3f}", str(r.result.num_rows))
+    table.add_row("total", f"{sum(r.seconds for r in runs):.3f}", "")
+    out.print(table)
+    if output:
+        write_results(runs, output, keyring, key_uri=key_uri, mode=output_mode)
+        write_timings(Path(output) / "timings.csv",
+                      [{"query": r.query, "seconds": round(r.seconds, 4), "rows": r.result.num_rows} for r in runs])
+        console.print(f"results ({output_mode}) and timings.csv in {output}")
+
+
+@tpch.command()
+@click.argument("data")
+@click.option("--engine", type=click.Choice(ENGINES), default="duckdb", show_default=True)
+@click.option("--queries", default="1-22", show_default=True)
+@click.option("--plain", is_flag=True, help="DATA holds plaintext <table>.parquet files.")
+@keystore_options
+def check(data: str, engine: str, queries: str, plain: bool, keyring: KeyRing) -> None:
+    """Run queries on SF 1 data (encrypted by default) and compare with the official TPC-H answers.
+
+    \b
+    Example:
+      ppml tpch check tpch-sf1-enc --engine duckdb
+    """
+    numbers = parse_queries(queries)
+    query_engine = open_engine(engine, keyring)
+    try:
+        if plain:
+            register_plain(query_engine, data)
+        else:
+            register_encrypted(query_engine, {t: str(Path(data) / t) for t in _tables(data)})
+        runs = run_queries(query_engine, numbers)
+    finally:
+        query_engine.close()
+    verdicts = [check_answer(r.query, r.result) for r in runs]
+    for verdict, r in zip(verdicts, runs, strict=True):
+        console.print(f"  {verdict} ({r.seconds:.2f} s)")
+    passed = sum(v.ok for v in verdicts)
+    out.print(f"{passed}/{len(verdicts)} queries match the official answers on {engine}; "
+              f"geomean {geometric_mean([r.seconds for r in runs]):.3f} s")
+    if passed != len(verdicts):
+        raise click.ClickException("some queries do not match the official answers")
+
+
+def _tables(data: str) -> list[str]:
+    from ppml.workloads.tpch.datagen import TABLES
+
+    missing = [t for t in TABLES if not (Path(data) / t).exists()]
+    if missing:
+        raise click.UsageError(f"{data}: missing encrypted tables: {', '.join(missing)} (run ppml tpch encrypt)")
+    return list(TABLES)
