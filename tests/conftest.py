@@ -73,7 +73,7 @@ def spark_local_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def spark(spark_local_dir: Path):  # type: ignore[no-untyped-def]
     """One trusted local Spark session for the whole test run (starting Spark costs seconds).
 
-    Shuffles spill after a few thousand records, so tests exercise Spark's encrypted spill files.
+    Shuffles spill after 50,000 records per task, so tests exercise Spark's encrypted spill files.
     """
     from ppml.engines.spark import trusted_session
 
@@ -82,7 +82,7 @@ def spark(spark_local_dir: Path):  # type: ignore[no-untyped-def]
         "spark.sql.shuffle.partitions": "4",
         "spark.default.parallelism": "4",
         "spark.local.dir": str(spark_local_dir),
-        "spark.shuffle.spill.numElementsForceSpillThreshold": "2000",
+        "spark.shuffle.spill.numElementsForceSpillThreshold": "50000",
         "spark.driver.memory": "2g",
     })
     session.sparkContext.setLogLevel("ERROR")

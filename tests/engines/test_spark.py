@@ -91,12 +91,12 @@ def test_trusted_session_settings(spark) -> None:  # type: ignore[no-untyped-def
 def test_no_plaintext_at_rest(spark, spark_local_dir: Path, tmp_path: Path, keyring: KeyRing, options) -> None:  # type: ignore[no-untyped-def]
     """Canaries in an encrypted dataset go through a shuffle that spills; none may reach any disk."""
     canary = "CANARY-5e8d2f71"
-    rows = pa.table({"k": pa.array([i % 97 for i in range(60_000)], pa.int64()),
-                     "v": [f"{canary}-{i}" for i in range(60_000)]})
-    write_dataset(rows, str(tmp_path / "in"), keyring, key_uri="local:test", rows_per_part=20_000)
+    rows = pa.table({"k": pa.array([i % 97 for i in range(240_000)], pa.int64()),
+                     "v": [f"{canary}-{i}" for i in range(240_000)]})  # 120k rows per shuffle partition: spills
+    write_dataset(rows, str(tmp_path / "in"), keyring, key_uri="local:test", rows_per_part=60_000)
     started = time.time()
     frame = spark.read.format("ppml").options(**options).load(str(tmp_path / "in"))
-    shuffled = frame.repartition(3, "k").sortWithinPartitions("v").groupBy("k").agg({"v": "max"})
+    shuffled = frame.repartition(2, "k").sortWithinPartitions("v").groupBy("k").agg({"v": "max"})
     shuffled.write.format("ppml").options(**options).option("key", "local:test").mode("overwrite") \
         .save(str(tmp_path / "out"))
     assert read_dataset(str(tmp_path / "out"), keyring).num_rows == 97

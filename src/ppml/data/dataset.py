@@ -26,6 +26,7 @@ from ppml.data.manifest import (
     read_manifest,
     write_manifest,
 )
+from ppml.data.formats import portable
 from ppml.data.modes import EXTENSIONS, Mode, check_format
 from ppml.data.parts import PartSource, PartSpec, bigdl_keys, read_part, write_part
 from ppml.errors import ConfigError, InputError
@@ -173,7 +174,7 @@ def write_dataset(data: pa.Table | pa.RecordBatchReader, url: str, keyring: KeyR
                   rows_per_part: int = DEFAULT_ROWS_PER_PART,
                   column_keys: Mapping[str, list[str]] | None = None) -> Manifest:
     """Write Arrow data as an encrypted dataset and commit it atomically."""
-    table = data.read_all() if isinstance(data, pa.RecordBatchReader) else data
+    table = portable(data.read_all() if isinstance(data, pa.RecordBatchReader) else data)
     writer = DatasetWriter.begin(url, table.schema, keyring, file_format=file_format, mode=mode, key_uri=key_uri,
                                  write_mode=write_mode, options=options, column_keys=column_keys)
     try:

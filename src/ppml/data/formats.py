@@ -27,6 +27,17 @@ ROW_GROUP_SIZE = 1_000_000
 _BATCH_ROWS = 65_536
 
 
+def portable(table: pa.Table) -> pa.Table:
+    """Cast view types (``string_view``, ``binary_view``, as tpchgen-cli writes) to their plain forms,
+    which every engine and format reads."""
+    swaps = {pa.string_view(): pa.string(), pa.binary_view(): pa.binary()}
+    if not any(field.type in swaps for field in table.schema):
+        return table
+    schema = pa.schema([field.with_type(swaps.get(field.type, field.type)) for field in table.schema],
+                       metadata=table.schema.metadata)
+    return table.cast(schema)
+
+
 def write_table(table: pa.Table, sink: BinaryIO, file_format: str, options: Mapping[str, Any]) -> None:
     """Serialize ``table`` into ``sink`` as ``file_format``."""
     if file_format == "parquet":

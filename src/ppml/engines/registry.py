@@ -52,10 +52,13 @@ class SparkEngine:
 
     def __init__(self, keyring: KeyRing, *, spark: Any = None, master: str = "local[*]",  # noqa: ANN401
                  conf: Mapping[str, Any] | None = None) -> None:
-        from ppml.engines.spark import trusted_session
+        from pyspark.sql import SparkSession
 
-        self.spark = spark or trusted_session("ppml", master, conf=conf)
-        self._owned = spark is None
+        from ppml.engines.spark import register, trusted_session
+
+        active = spark or SparkSession.getActiveSession()  # reuse a running session; never stop it
+        self.spark = register(active) if active is not None else trusted_session("ppml", master, conf=conf)
+        self._owned = active is None
         local = keyring.options.get("local", {})
         self.source_options = {key: str(value) for key, value in
                                (("keystore", local.get("path")), ("passphraseFile", local.get("passphrase_file")))
