@@ -16,6 +16,7 @@ from typing import Any
 import fsspec
 import pyarrow as pa
 
+from ppml.data.formats import portable
 from ppml.data.manifest import (
     ENCRYPTED_NAME,
     PLAIN_NAME,
@@ -26,7 +27,6 @@ from ppml.data.manifest import (
     read_manifest,
     write_manifest,
 )
-from ppml.data.formats import portable
 from ppml.data.modes import EXTENSIONS, Mode, check_format
 from ppml.data.parts import PartSource, PartSpec, bigdl_keys, read_part, write_part
 from ppml.errors import ConfigError, InputError
