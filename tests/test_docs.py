@@ -30,3 +30,19 @@ def test_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_readme_starts_with_the_two_commands() -> None:
     head = (ROOT / "README.md").read_text().split("\n\n", 3)[:3]
     assert "make run" in "\n".join(head) and "make test" in "\n".join(head)
+
+
+def test_data_guide_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "data.md").read_text(), re.S)
+    assert len(blocks) == 3
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PPML_KEYSTORE_PASSPHRASE", PASSPHRASE)
+    from ppml.kms.local import LocalKeystore
+
+    LocalKeystore("keystore.json").create_key("sales")
+    namespace: dict[str, object] = {}
+    for block in blocks[:2]:  # the Spark block needs a keystore under /secure; the Spark tests cover it
+        exec(compile(block, "docs/data.md", "exec"), namespace)  # noqa: S102 - our own documentation
+    from ppml.data import read_dataset
+
+    assert read_dataset("older", namespace["keyring"]).num_rows == 2  # type: ignore[arg-type]
