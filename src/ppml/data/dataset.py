@@ -15,6 +15,7 @@ from typing import Any
 
 import fsspec
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ppml.data.formats import portable
 from ppml.data.manifest import (
@@ -28,7 +29,7 @@ from ppml.data.manifest import (
     write_manifest,
 )
 from ppml.data.modes import EXTENSIONS, Mode, check_format
-from ppml.data.parts import PartSource, PartSpec, bigdl_keys, read_part, write_part
+from ppml.data.parts import PartSource, PartSpec, bigdl_keys, import_part, read_part, write_part
 from ppml.errors import ConfigError, InputError
 from ppml.fileformat.bigdl import META_FILE_NAME, format_bigdl_meta
 from ppml.kms import KeyRing
@@ -102,6 +103,12 @@ class DatasetWriter:
         """Write one part from this process (Spark executors call ``write_part`` with the spec)."""
         index = len(self._parts) if index is None else index
         part = write_part(self.spec, table, self.part_url(index), self.keyring, bigdl_data_key=self._bigdl_key)
+        self._parts.append(part)
+        return part
+
+    def import_file(self, source_url: str) -> Part:
+        """Add an existing Parquet file as a part, byte for byte (encrypted in mode ``ppml``)."""
+        part = import_part(self.spec, source_url, self.part_url(len(self._parts)), self.keyring)
         self._parts.append(part)
         return part
 
@@ -180,6 +187,22 @@ def write_dataset(data: pa.Table | pa.RecordBatchReader, url: str, keyring: KeyR
     try:
         for start in range(0, max(table.num_rows, 1), rows_per_part):
             writer.write(table.slice(start, rows_per_part))
+        return writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def import_files(sources: list[str], url: str, keyring: KeyRing, *, mode: str | Mode = Mode.PPML,
+                 key_uri: str | None = None, write_mode: str = "error") -> Manifest:
+    """Make existing Parquet files (one schema) a dataset without re-encoding them."""
+    if not sources:
+        raise InputError(f"{url}: no files to import")
+    schema = portable(pq.read_schema(sources[0]).empty_table()).schema.remove_metadata()
+    writer = DatasetWriter.begin(url, schema, keyring, mode=mode, key_uri=key_uri, write_mode=write_mode)
+    try:
+        for source in sources:
+            writer.import_file(source)
         return writer.commit()
     except BaseException:
         writer.abort()
@@ -268,4 +291,4 @@ def read_dataset(url: str, keyring: KeyRing, *, columns: list[str] | None = None
     return open_dataset(url, keyring, **kwargs).to_table(keyring, columns)
 
 
-__all__ = ["Dataset", "DatasetWriter", "open_dataset", "read_dataset", "write_dataset"]
+__all__ = ["Dataset", "DatasetWriter", "import_files", "open_dataset", "read_dataset", "write_dataset"]

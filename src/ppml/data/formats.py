@@ -60,7 +60,7 @@ def read_table(source: BinaryIO, file_format: str, schema: pa.Schema | None, opt
     (foreign data such as BigDL's) CSV and JSON types are inferred."""
     try:
         if file_format == "parquet":
-            return pq.read_table(source, columns=columns)
+            return portable(pq.read_table(source, columns=columns))
         if file_format == "csv":
             table = pa_csv.read_csv(source, **_csv_options(schema, options))
         elif file_format == "json":

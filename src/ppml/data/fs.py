@@ -6,7 +6,7 @@ ranged read touches. Three things keep it close to plaintext speed:
 
 * each container is opened once (header, key unwrap, key check, header MAC, final segment) and then
   shared by every handle;
-* decrypted segments live in one byte-bounded LRU cache shared by all handles, so the Parquet footer or
+* decrypted segments live in one byte-bounded LRU cache (1 GiB by default) shared by all handles, so the Parquet footer or
   a row group that several threads read is decrypted once;
 * a read spanning several segments fetches their ciphertext in one ranged read and decrypts the segments
   in parallel threads (AES-GCM releases the GIL).
@@ -37,7 +37,16 @@ from ppml.files import key_resolver
 from ppml.kms import KeyRing
 
 SUFFIX = ".ppml"
-DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
+def _default_cache_bytes() -> int:
+    """1 GiB, or an eighth of physical memory on smaller machines (TEE memory is precious)."""
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        physical = 8 << 30
+    return min(1 << 30, physical // 8)
+
+
+DEFAULT_CACHE_BYTES = _default_cache_bytes()
 
 
 @dataclass(frozen=True)
@@ -124,6 +133,12 @@ class DecryptedFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
         entries = [self._outer_entry(e) for e in self.inner.ls(self._strip_protocol(path), detail=True)]
         return entries if detail else [e["name"] for e in entries]
+
+    def glob(self, path: str, **kwargs: Any) -> Any:  # noqa: ANN401 - as fsspec's
+        """DuckDB globs every file path it is given; a path without wildcards needs no listing."""
+        if not any(char in path for char in "*?["):
+            return [self._strip_protocol(path)] if self.exists(path) else []
+        return super().glob(path, **kwargs)
 
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
         inner, is_container = self._inner_path(path)

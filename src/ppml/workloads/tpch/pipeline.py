@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ppml.data import write_dataset
+from ppml.data.dataset import import_files
 from ppml.engines.base import QueryEngine
 from ppml.kms import KeyRing
 from ppml.workloads.tpch.datagen import TABLES
@@ -42,13 +43,20 @@ def plain_tables(directory: str | Path) -> dict[str, str]:
 def encrypt_tables(plain_dir: str | Path, out_dir: str | Path, keyring: KeyRing, *, key_uri: str | None,
                    mode: str = "ppml", file_format: str = "parquet",
                    progress: Callable[[str], None] | None = None) -> dict[str, str]:
-    """Write every table of ``plain_dir`` as an encrypted dataset ``<out_dir>/<table>``."""
+    """Write every table of ``plain_dir`` as an encrypted dataset ``<out_dir>/<table>``.
+
+    Parquet in the ``.ppml`` container (the default) encrypts the generated files byte for byte, so the
+    engines read exactly the Parquet the plaintext baseline reads; other modes re-encode the tables.
+    """
     urls = {}
     for table, path in plain_tables(plain_dir).items():
         url = str(Path(out_dir) / table)
-        write_dataset(pq.read_table(path), url, keyring, file_format=file_format, mode=mode, key_uri=key_uri,
-                      write_mode="overwrite", rows_per_part=ROWS_PER_PART,
-                      options={"row_group_size": ROW_GROUP_SIZE, "header": True})
+        if file_format == "parquet" and mode in ("ppml", "plain_text"):
+            import_files([path], url, keyring, mode=mode, key_uri=key_uri, write_mode="overwrite")
+        else:
+            write_dataset(pq.read_table(path), url, keyring, file_format=file_format, mode=mode, key_uri=key_uri,
+                          write_mode="overwrite", rows_per_part=ROWS_PER_PART,
+                          options={"row_group_size": ROW_GROUP_SIZE, "header": True})
         urls[table] = url
         if progress is not None:
             progress(table)
