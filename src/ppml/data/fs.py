@@ -6,7 +6,8 @@ ranged read touches. Three things keep it close to plaintext speed:
 
 * each container is opened once (header, key unwrap, key check, header MAC, final segment) and then
   shared by every handle;
-* decrypted segments live in one byte-bounded LRU cache (1 GiB by default) shared by all handles, so the Parquet footer or
+* decrypted segments live in one byte-bounded LRU cache (1 GiB by default) shared by all handles, so
+  the Parquet footer or
   a row group that several threads read is decrypted once;
 * a read spanning several segments fetches their ciphertext in one ranged read and decrypts the segments
   in parallel threads (AES-GCM releases the GIL).
