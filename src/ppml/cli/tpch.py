@@ -121,6 +121,9 @@ def check(data: str, engine: str, queries: str, plain: bool, keyring: KeyRing) -
       ppml tpch check tpch-sf1-enc --engine duckdb
     """
     numbers = parse_queries(queries)
+    scale = _scale(data, plain, keyring)
+    if abs(scale - 1) > 1e-9:
+        raise click.UsageError(f"{data}: the official answers are for scale factor 1; this data is SF {scale:g}")
     query_engine = open_engine(engine, keyring)
     try:
         if plain:
@@ -138,6 +141,19 @@ def check(data: str, engine: str, queries: str, plain: bool, keyring: KeyRing) -
               f"geomean {geometric_mean([r.seconds for r in runs]):.3f} s")
     if passed != len(verdicts):
         raise click.ClickException("some queries do not match the official answers")
+
+
+def _scale(data: str, plain: bool, keyring: KeyRing) -> float:
+    """The scale factor, from the row count of ``orders`` (1,500,000 per unit)."""
+    from ppml.data.manifest import read_manifest
+    from ppml.workloads.tpch.validate import SF1_ORDERS, scale_of
+
+    if plain:
+        return scale_of(data)
+    manifest = read_manifest(str(Path(data) / "orders"), keyring)
+    if manifest is None:
+        raise click.UsageError(f"{data}/orders: not an encrypted ppml dataset (run ppml tpch encrypt)")
+    return manifest.rows / SF1_ORDERS
 
 
 def _tables(data: str) -> list[str]:
