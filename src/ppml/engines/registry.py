@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -59,6 +60,7 @@ class SparkEngine:
         active = spark or SparkSession.getActiveSession()  # reuse a running session; never stop it
         self.spark = register(active) if active is not None else trusted_session("ppml", master, conf=conf)
         self._owned = active is None
+        self._tables: dict[str, tuple[Any, Any]] = {}
         local = keyring.options.get("local", {})
         self.source_options = {key: str(value) for key, value in
                                (("keystore", local.get("path")), ("passphraseFile", local.get("passphrase_file")))
@@ -71,17 +73,31 @@ class SparkEngine:
 
     def register(self, table: str, url: str, *, file_format: str | None = None, mode: str | None = None,
                  options: Mapping[str, Any] | None = None) -> None:
-        reader = self._with_options(self.spark.read.format("ppml"), options)
+        reader = self._with_options(self.spark.read.format("ppml"), options).option("path", url)
         if file_format:
             reader = reader.option("format", file_format)
         if mode:
             reader = reader.option("mode", mode)
-        reader.load(url).createOrReplaceTempView(table)
+        frame = reader.load()
+        frame.createOrReplaceTempView(table)
+        self._tables[table] = (reader, frame.schema)
+
+    def _prune(self, sql: str) -> None:
+        """Python data sources get no column pruning from Spark, so give each table's view only the
+        columns ``sql`` mentions: the reader then decodes just those."""
+        from pyspark.sql.types import StructType
+
+        for table, (reader, schema) in self._tables.items():
+            if not re.search(rf"\b{re.escape(table)}\b", sql, re.IGNORECASE):
+                continue
+            used = [f for f in schema.fields if re.search(rf"\b{re.escape(f.name)}\b", sql, re.IGNORECASE)]
+            reader.schema(StructType(used or schema.fields[:1])).load().createOrReplaceTempView(table)
 
     def register_plain_parquet(self, table: str, paths: list[str]) -> None:
         self.spark.read.parquet(*paths).createOrReplaceTempView(table)
 
     def query(self, sql: str) -> pa.Table:
+        self._prune(sql)
         return self.spark.sql(sql).toArrow()
 
     def write(self, sql: str, url: str, *, key_uri: str | None, file_format: str = "parquet", mode: str = "ppml",

@@ -158,25 +158,28 @@ class PPMLReader(DataSourceReader):
         if split.row_group == -1:  # an empty dataset
             return iter(())
         keyring = keyring_for(self.options)
+        columns = self.arrow_schema.names  # a schema given to the reader may name fewer columns: prune
         if split.row_group is None:
-            table = read_part(split.source, keyring)
+            table = read_part(split.source, keyring, columns)
         else:
-            table = _read_row_group(split.source, split.row_group, keyring)
+            table = _read_row_group(split.source, split.row_group, keyring, columns)
         return iter(table.cast(self.arrow_schema).to_batches())
 
 
-def _read_row_group(source: PartSource, group: int, keyring: KeyRing) -> pa.Table:
-    """One row group of a Parquet part, decrypting only the segments it spans."""
+def _read_row_group(source: PartSource, group: int, keyring: KeyRing, columns: list[str]) -> pa.Table:
+    """Some columns of one row group of a Parquet part, decrypting only the segments they span."""
     with fsspec.open(source.url, "rb") as raw:
         if source.mode is not Mode.PPML:
-            return _row_group(pq.ParquetFile(raw), group)
+            return _row_group(pq.ParquetFile(raw), group, columns)
         reader = open_ppml_part(source, raw, keyring)
         with io.BufferedReader(reader, buffer_size=reader.header.segment_size) as plaintext:  # type: ignore[arg-type]
-            return _row_group(pq.ParquetFile(plaintext), group)
+            return _row_group(pq.ParquetFile(plaintext), group, columns)
 
 
-def _row_group(parquet: pq.ParquetFile, group: int) -> pa.Table:
-    return parquet.read_row_group(group) if group < parquet.num_row_groups else parquet.schema_arrow.empty_table()
+def _row_group(parquet: pq.ParquetFile, group: int, columns: list[str]) -> pa.Table:
+    if group >= parquet.num_row_groups:
+        return parquet.schema_arrow.empty_table().select(columns)
+    return parquet.read_row_group(group, columns=columns)
 
 
 @dataclass
