@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -14,6 +15,7 @@ from ppml.kms import KeyRing
 from ppml.workloads.tpch.answers import check_answer
 from ppml.workloads.tpch.datagen import generate
 from ppml.workloads.tpch.pipeline import (
+    QueryRun,
     encrypt_tables,
     geometric_mean,
     register_encrypted,
@@ -84,17 +86,8 @@ def run(data: str, engine: str, queries: str, plain: bool, output: str | None, o
     Example:
       ppml tpch run tpch-sf1-enc --engine spark --output results --key local:tpch
     """
-    numbers = parse_queries(queries)
-    query_engine = open_engine(engine, keyring)
-    try:
-        if plain:
-            register_plain(query_engine, data)
-        else:
-            register_encrypted(query_engine, {t: str(Path(data) / t) for t in _tables(data)})
-        runs = run_queries(query_engine, numbers, progress=lambda r: console.print(
-            f"  Q{r.query:02d} {r.seconds:.3f} s, {r.result.num_rows} rows"))
-    finally:
-        query_engine.close()
+    runs = _run(data, engine, parse_queries(queries), plain, keyring, progress=lambda r: console.print(
+        f"  Q{r.query:02d} {r.seconds:.3f} s, {r.result.num_rows} rows"))
     table = Table("query", "seconds", "rows")
     for r in runs:
         table.add_row(f"Q{r.query:02d}", f"{r.seconds:.3f}", str(r.result.num_rows))
@@ -124,15 +117,7 @@ def check(data: str, engine: str, queries: str, plain: bool, keyring: KeyRing) -
     scale = _scale(data, plain, keyring)
     if abs(scale - 1) > 1e-9:
         raise click.UsageError(f"{data}: the official answers are for scale factor 1; this data is SF {scale:g}")
-    query_engine = open_engine(engine, keyring)
-    try:
-        if plain:
-            register_plain(query_engine, data)
-        else:
-            register_encrypted(query_engine, {t: str(Path(data) / t) for t in _tables(data)})
-        runs = run_queries(query_engine, numbers)
-    finally:
-        query_engine.close()
+    runs = _run(data, engine, numbers, plain, keyring)
     verdicts = [check_answer(r.query, r.result) for r in runs]
     for verdict, r in zip(verdicts, runs, strict=True):
         console.print(f"  {verdict} ({r.seconds:.2f} s)")
@@ -141,6 +126,20 @@ def check(data: str, engine: str, queries: str, plain: bool, keyring: KeyRing) -
               f"geomean {geometric_mean([r.seconds for r in runs]):.3f} s")
     if passed != len(verdicts):
         raise click.ClickException("some queries do not match the official answers")
+
+
+def _run(data: str, engine: str, numbers: list[int], plain: bool, keyring: KeyRing,
+         progress: Callable[[QueryRun], None] | None = None) -> list[QueryRun]:
+    """Register DATA's tables (plaintext or encrypted) on a fresh engine and run the queries."""
+    query_engine = open_engine(engine, keyring)
+    try:
+        if plain:
+            register_plain(query_engine, data)
+        else:
+            register_encrypted(query_engine, {t: str(Path(data) / t) for t in _tables(data)})
+        return run_queries(query_engine, numbers, progress=progress)
+    finally:
+        query_engine.close()
 
 
 def _scale(data: str, plain: bool, keyring: KeyRing) -> float:

@@ -10,7 +10,7 @@ import base64
 import hashlib
 import io
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -93,13 +93,20 @@ def import_part(spec: PartSpec, source_url: str, url: str, keyring: KeyRing) -> 
 
 
 def _encrypt_stream(spec: PartSpec, source: BinaryIO, sink: BinaryIO, name: str, keyring: KeyRing) -> dict[str, str]:
+    return _in_container(spec, sink, name, keyring, lambda out: shutil.copyfileobj(source, out, 4 << 20))
+
+
+def _in_container(spec: PartSpec, sink: BinaryIO, name: str, keyring: KeyRing,
+                  fill: Callable[[BinaryIO], object]) -> dict[str, str]:
+    """Write a part's plaintext (produced by ``fill``) into a container under a fresh data key, with the
+    dataset id and part name in its authenticated metadata; returns the pins for the manifest."""
     assert spec.key_uri is not None
     backend, key_name = keyring.resolve(spec.key_uri)
     data_key, wrapped = backend.generate_data_key(key_name)
     metadata = {"dataset_id": spec.dataset_id, "part": name, "format": spec.file_format}
     with EncryptingWriter(sink, data_key=data_key, key_uri=backend.key_uri(key_name), wrapped_key=wrapped,
                           metadata=metadata) as writer:
-        shutil.copyfileobj(source, writer, 4 << 20)  # type: ignore[misc]
+        fill(writer)  # type: ignore[arg-type]
     return {"file_id": writer.header.file_id.hex(), "key_uri": backend.key_uri(key_name)}
 
 
@@ -109,14 +116,7 @@ def _write_plain(spec: PartSpec, table: pa.Table, sink: BinaryIO, name: str, key
 
 
 def _write_ppml(spec: PartSpec, table: pa.Table, sink: BinaryIO, name: str, keyring: KeyRing) -> dict[str, str]:
-    assert spec.key_uri is not None
-    backend, key_name = keyring.resolve(spec.key_uri)
-    data_key, wrapped = backend.generate_data_key(key_name)
-    metadata = {"dataset_id": spec.dataset_id, "part": name, "format": spec.file_format}
-    with EncryptingWriter(sink, data_key=data_key, key_uri=backend.key_uri(key_name), wrapped_key=wrapped,
-                          metadata=metadata) as writer:
-        write_table(table, writer, spec.file_format, spec.options)  # type: ignore[arg-type]
-    return {"file_id": writer.header.file_id.hex(), "key_uri": backend.key_uri(key_name)}
+    return _in_container(spec, sink, name, keyring, lambda out: write_table(table, out, spec.file_format, spec.options))
 
 
 def _write_pme(spec: PartSpec, table: pa.Table, sink: BinaryIO, name: str, keyring: KeyRing) -> dict[str, str]:
