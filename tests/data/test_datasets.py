@@ -200,3 +200,18 @@ def test_bad_mode_and_format(tmp_path: Path, keyring: KeyRing) -> None:
     with pytest.raises(ConfigError, match="needs a key URI"):
         write_dataset(fidelity_table(), str(tmp_path / "d"), keyring)
     assert Mode.parse("AES_CBC_PKCS5PADDING") is Mode.BIGDL_CBC
+
+
+@pytest.mark.parametrize("split", [1, 7, 100, 4096, 1 << 20])
+def test_line_splits_cover_every_row_once(tmp_path: Path, keyring: KeyRing, split: int) -> None:
+    from dataclasses import replace
+
+    from ppml.data.parts import read_part
+
+    rows = pa.table({"k": pa.array(range(3000), pa.int64()), "v": [f"value {i}" for i in range(3000)]})
+    write_dataset(rows, str(tmp_path / "d"), keyring, file_format="csv", key_uri="local:test")
+    source = open_dataset(str(tmp_path / "d"), keyring).sources[0]
+    assert source.part is not None
+    pieces = [read_part(replace(source, byte_range=(start, start + split)), keyring)
+              for start in range(0, source.part.size, split)]
+    assert pa.concat_tables(pieces).equals(rows)

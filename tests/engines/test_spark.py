@@ -111,3 +111,13 @@ def test_no_plaintext_at_rest(spark, spark_local_dir: Path, tmp_path: Path, keyr
     shuffle_files = [p for p in spark_local_dir.rglob("*") if p.is_file()]
     assert shuffle_files, "the shuffle left no files to scan"
     assert scanned > len(shuffle_files)
+
+
+@pytest.mark.parametrize("file_format", ["csv", "json"])
+def test_large_row_files_are_read_as_splits(spark, tmp_path: Path, keyring: KeyRing, options,  # type: ignore[no-untyped-def]
+                                            file_format: str) -> None:
+    rows = pa.table({"k": pa.array(range(20_000), pa.int64()), "v": [f"row {i} ✓" for i in range(20_000)]})
+    write_dataset(rows, str(tmp_path / "d"), keyring, file_format=file_format, key_uri="local:test")
+    frame = spark.read.format("ppml").options(**options).option("splitSize", "16384").load(str(tmp_path / "d"))
+    assert frame.rdd.getNumPartitions() > 10
+    assert sorted(frame.toArrow().to_pylist(), key=lambda r: r["k"]) == rows.to_pylist()

@@ -196,6 +196,7 @@ class PartSource:
     dataset_id: str | None = None
     schema: pa.Schema | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    byte_range: tuple[int, int] | None = None  # a split of a line-based part: plaintext [start, end)
 
 
 def read_part(source: PartSource, keyring: KeyRing, columns: list[str] | None = None) -> pa.Table:
@@ -226,8 +227,35 @@ def open_ppml_part(source: PartSource, raw: BinaryIO, keyring: KeyRing) -> Decry
 def _read_ppml(source: PartSource, raw: BinaryIO, keyring: KeyRing, columns: list[str] | None) -> pa.Table:
     reader = open_ppml_part(source, raw, keyring)
     with io.BufferedReader(reader, buffer_size=reader.header.segment_size) as plaintext:  # type: ignore[arg-type]
-        return read_table(plaintext, source.file_format, source.schema, source.options,  # type: ignore[arg-type]
-                          name=source.url, columns=columns)
+        if source.byte_range is None:
+            return read_table(plaintext, source.file_format, source.schema, source.options,  # type: ignore[arg-type]
+                              name=source.url, columns=columns)
+        start, end = source.byte_range
+        lines = line_range(plaintext, start, end)  # type: ignore[arg-type]
+        if not lines and source.schema is not None:
+            empty = source.schema.empty_table()
+            return empty.select(columns) if columns else empty
+        options = {**source.options, "header": source.options.get("header", True) and start == 0}
+        return read_table(io.BytesIO(lines), source.file_format, source.schema, options, name=source.url,
+                          columns=columns)
+
+
+def line_range(plaintext: BinaryIO, start: int, end: int) -> bytes:
+    """The whole lines that start in ``[start, end)`` of a line-based file (Hadoop's split rule): a split
+    skips the line already begun before it and finishes the line that crosses its end. Splits assume
+    no newline inside a value, as Spark's own CSV reader does unless ``multiLine`` is set."""
+    begin = start
+    if start > 0:
+        plaintext.seek(start - 1)
+        skipped = plaintext.readline()
+        begin = start - 1 + len(skipped)
+    if begin >= end:
+        return b""
+    plaintext.seek(begin)
+    data = plaintext.read(end - begin)
+    if data and not data.endswith(b"\n"):
+        data += plaintext.readline()
+    return data
 
 
 def _read_pme(source: PartSource, raw: BinaryIO, keyring: KeyRing, columns: list[str] | None) -> pa.Table:

@@ -43,6 +43,8 @@ def trusted_session(app_name: str = "ppml", master: str = "local[*]",
     """
     # Python workers must run this interpreter, the one with ppml installed (not whatever is on PATH).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # a local session listens on loopback only
     builder = SparkSession.builder.appName(app_name).master(master)
     for key, value in (conf or {}).items():
         if key in TRUSTED_CONF and str(value).lower() != TRUSTED_CONF[key].lower() and key != "spark.ui.enabled":

@@ -16,7 +16,7 @@ import io
 import json
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -40,6 +40,7 @@ from ppml.errors import ConfigError
 from ppml.kms import KeyRing
 
 _BOOLEAN = {"true": True, "false": False}
+SPLIT_BYTES = 64 * 1024 * 1024
 
 
 def normalize(options: Mapping[str, str]) -> dict[str, str]:
@@ -145,10 +146,14 @@ class PPMLReader(DataSourceReader):
 
     def partitions(self) -> list[InputPartition]:
         splits: list[InputPartition] = []
+        split_bytes = int(self.options.get("splitsize", SPLIT_BYTES))
         for source in self.sources:
             groups = source.part.row_groups if source.part and source.file_format == "parquet" else 0
             if groups > 1 and source.mode in (Mode.PPML, Mode.PLAIN_TEXT):
                 splits += [_Split(source, group) for group in range(groups)]
+            elif _splittable(source) and source.part is not None and source.part.size > split_bytes:
+                splits += [_Split(replace(source, byte_range=(start, start + split_bytes)), None)
+                           for start in range(0, source.part.size, split_bytes)]
             else:
                 splits.append(_Split(source, None))
         return splits or [_Split(PartSource(url="", file_format="parquet", mode=Mode.PLAIN_TEXT), -1)]
@@ -164,6 +169,11 @@ class PPMLReader(DataSourceReader):
         else:
             table = _read_row_group(split.source, split.row_group, keyring, columns)
         return iter(table.cast(self.arrow_schema).to_batches())
+
+
+def _splittable(source: PartSource) -> bool:
+    """Line-based parts in containers split by plaintext byte ranges (decrypting only those segments)."""
+    return source.mode is Mode.PPML and source.file_format in ("csv", "json", "text") and source.schema is not None
 
 
 def _read_row_group(source: PartSource, group: int, keyring: KeyRing, columns: list[str]) -> pa.Table:
