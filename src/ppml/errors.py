@@ -12,11 +12,14 @@
     │   ├── HeaderAuthenticationFailed
     │   ├── SegmentAuthenticationFailed
     │   └── TruncatedCiphertext     a stream that ends before its final segment
-    └── KeyProviderError            the KMS could not create, wrap or unwrap a key
-        ├── KeyNotFound
-        ├── KeyDisabled
-        └── KeystoreError           the local keystore file is missing, corrupt or locked
-            └── WrongPassphrase
+    ├── KeyProviderError            the KMS could not create, wrap or unwrap a key
+    │   ├── KeyNotFound
+    │   ├── KeyDisabled
+    │   └── KeystoreError           the local keystore file is missing, corrupt or locked
+    │       └── WrongPassphrase
+    └── AttestationError            evidence could not be verified; nothing in it may be trusted
+        ├── EvidenceInvalid         malformed quote, bad signature, bad chain, expired or revoked cert
+        └── CollateralError         CRL / TCB collateral missing, malformed, stale or not signed by Intel
 
 Messages name the file or key they concern, so a user can act on them, and never contain key material.
 """
@@ -92,3 +95,25 @@ class KeystoreError(KeyProviderError):
 
 class WrongPassphrase(KeystoreError):
     """The passphrase does not open the keystore."""
+
+
+class AttestationError(PPMLError):
+    """Attestation evidence failed verification; no claim from it may be used to release a key.
+
+    ``reason`` is a short stable code (``"quote_signature"``, ``"pck_chain"``, ``"expired"`` ...) so that a
+    key broker can report which rule failed without parsing the message.
+    """
+
+    exit_code = 6
+
+    def __init__(self, message: str, *, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class EvidenceInvalid(AttestationError):
+    """The quote itself is malformed, or a signature, binding or certificate in it does not verify."""
+
+
+class CollateralError(AttestationError):
+    """Collateral (CRLs, TCB info) is malformed, out of date or not issued by the pinned root."""

@@ -1,0 +1,17 @@
+"""Remote attestation: verify TEE evidence into normalized :class:`Claims` before any key is released."""
+
+from __future__ import annotations
+
+from ppml.attestation._dcap import Crls
+from ppml.attestation.claims import Claims, verify_sgx_quote, verify_tdx_quote
+from ppml.attestation.errors import AttestationError, CollateralError, EvidenceInvalid
+
+__all__ = [
+    "AttestationError",
+    "Claims",
+    "CollateralError",
+    "Crls",
+    "EvidenceInvalid",
+    "verify_sgx_quote",
+    "verify_tdx_quote",
+]

@@ -1,0 +1,7 @@
+"""Attestation errors, re-exported from :mod:`ppml.errors` for the attestation modules."""
+
+from __future__ import annotations
+
+from ppml.errors import AttestationError, CollateralError, EvidenceInvalid
+
+__all__ = ["AttestationError", "CollateralError", "EvidenceInvalid"]
