@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from ppml.attestation._dcap import Crls
 from ppml.attestation.claims import Claims, verify_sgx_quote, verify_tdx_quote
+from ppml.attestation.collateral import Collateral
 from ppml.attestation.errors import AttestationError, CollateralError, EvidenceInvalid
 
 __all__ = [
     "AttestationError",
     "Claims",
+    "Collateral",
     "CollateralError",
     "Crls",
     "EvidenceInvalid",

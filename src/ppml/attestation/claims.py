@@ -7,12 +7,15 @@ Intel root have verified; comparing the claims with reference values is the poli
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import MappingProxyType
 
+from cryptography import x509
+
 from ppml.attestation import _dcap
-from ppml.attestation.errors import EvidenceInvalid
+from ppml.attestation.collateral import Collateral, appraise
+from ppml.attestation.errors import CollateralError, EvidenceInvalid
 
 
 @dataclass(frozen=True)
@@ -84,19 +87,36 @@ def tdx_claims(quote: _dcap.Quote) -> Claims:
     )
 
 
-def _verified(quote: bytes, tee: str, now: datetime, collateral: _dcap.Crls | None) -> _dcap.Quote:
+def _verified(quote: bytes, tee: str, now: datetime, collateral: _dcap.Crls | Collateral | None,
+              ) -> tuple[_dcap.Quote, x509.Certificate]:
     parsed = _dcap.parse_quote(quote)
     if parsed.tee != tee:
         raise EvidenceInvalid(f"expected a {tee.upper()} quote, got a {parsed.tee.upper()} quote", reason="tee_type")
-    _dcap.verify_quote(parsed, now=now, crls=collateral)
-    return parsed
+    crls = collateral.crls() if isinstance(collateral, Collateral) else collateral
+    leaf = _dcap.verify_quote(parsed, now=now, crls=crls)
+    return parsed, leaf
 
 
-def verify_sgx_quote(quote: bytes, *, now: datetime, collateral: _dcap.Crls | None = None) -> Claims:
-    """Verify an SGX DCAP quote at time ``now`` and return its claims; raise ``EvidenceInvalid`` otherwise."""
-    return sgx_claims(_verified(quote, "sgx", now, collateral))
+def verify_sgx_quote(quote: bytes, *, now: datetime, collateral: _dcap.Crls | Collateral | None = None) -> Claims:
+    """Verify an SGX DCAP quote at time ``now`` and return its claims; raise ``EvidenceInvalid`` otherwise.
+
+    With a full :class:`Collateral` the TCB Info and QE Identity are verified too and ``tcb_status`` /
+    ``advisory_ids`` are filled (see :mod:`ppml.attestation.collateral`); with only :class:`Crls` (or nothing)
+    they stay empty.
+    """
+    parsed, leaf = _verified(quote, "sgx", now, collateral)
+    claims = sgx_claims(parsed)
+    if isinstance(collateral, Collateral):
+        result = appraise(parsed, leaf, collateral, now=now)
+        claims = replace(claims, tcb_status=result.status, advisory_ids=result.advisory_ids)
+    return claims
 
 
 def verify_tdx_quote(quote: bytes, *, now: datetime, collateral: _dcap.Crls | None = None) -> Claims:
-    """Verify a TDX DCAP quote (v4 or v5) at time ``now`` and return its claims; raise ``EvidenceInvalid`` otherwise."""
-    return tdx_claims(_verified(quote, "tdx", now, collateral))
+    """Verify a TDX DCAP quote (v4 or v5) at time ``now`` and return its claims; raise ``EvidenceInvalid`` otherwise.
+
+    TDX TCB appraisal is not implemented: a :class:`Collateral` is rejected rather than silently ignored.
+    """
+    if isinstance(collateral, Collateral):
+        raise CollateralError("TDX TCB collateral appraisal is not supported yet; pass Crls", reason="unsupported")
+    return tdx_claims(_verified(quote, "tdx", now, collateral)[0])
