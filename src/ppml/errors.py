@@ -19,7 +19,8 @@
     │       └── WrongPassphrase
     └── AttestationError            evidence could not be verified; nothing in it may be trusted
         ├── EvidenceInvalid         malformed quote, bad signature, bad chain, expired or revoked cert
-        └── CollateralError         CRL / TCB collateral missing, malformed, stale or not signed by Intel
+        ├── CollateralError         CRL / TCB collateral missing, malformed, stale or not signed by Intel
+        └── PolicyDenied            verified claims that break a rule of the resource's policy
 
 Messages name the file or key they concern, so a user can act on them, and never contain key material.
 """
@@ -117,3 +118,15 @@ class EvidenceInvalid(AttestationError):
 
 class CollateralError(AttestationError):
     """Collateral (CRLs, TCB info) is malformed, out of date or not issued by the pinned root."""
+
+
+class PolicyDenied(AttestationError):
+    """Verified claims do not satisfy the resource's policy; ``rule`` names the first rule that failed.
+
+    ``rule`` is the policy key that denied (``"allowed_tees"``, ``"mrenclave"``, ``"max_evidence_age_seconds"``
+    ...), so a key broker can report it without parsing the message. ``reason`` is ``"policy"``.
+    """
+
+    def __init__(self, message: str, *, rule: str) -> None:
+        super().__init__(f"rule {rule}: {message}", reason="policy")
+        self.rule = rule

@@ -5,7 +5,9 @@ from __future__ import annotations
 from ppml.attestation._dcap import Crls
 from ppml.attestation.claims import Claims, verify_sgx_quote, verify_tdx_quote
 from ppml.attestation.collateral import Collateral
-from ppml.attestation.errors import AttestationError, CollateralError, EvidenceInvalid
+from ppml.attestation.errors import AttestationError, CollateralError, EvidenceInvalid, PolicyDenied
+from ppml.attestation.policy import Decision, Policy
+from ppml.attestation.snp import verify_snp_report
 
 __all__ = [
     "AttestationError",
@@ -13,7 +15,11 @@ __all__ = [
     "Collateral",
     "CollateralError",
     "Crls",
+    "Decision",
     "EvidenceInvalid",
+    "Policy",
+    "PolicyDenied",
     "verify_sgx_quote",
+    "verify_snp_report",
     "verify_tdx_quote",
 ]
