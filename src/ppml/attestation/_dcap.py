@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import struct
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,6 +20,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from ppml.attestation._reader import Reader as _Reader
 from ppml.attestation.errors import CollateralError, EvidenceInvalid
 from ppml.attestation.intel_root import INTEL_SGX_ROOT_CA_DER
 
@@ -35,41 +35,6 @@ INTEL_QE_VENDOR_ID = bytes.fromhex("939a7233f79c4ca9940a0db3957f0607")
 CERT_DATA_PCK_CHAIN = 5
 CERT_DATA_QE_REPORT = 6
 _V5_BODY_SIZES = {1: SGX_REPORT_SIZE, 2: TD10_REPORT_SIZE, 3: TD15_REPORT_SIZE}
-
-
-class _Reader:
-    """A bounds-checked cursor: every read names its field, so a truncated quote says where it broke."""
-
-    def __init__(self, data: bytes, what: str, base: int = 0) -> None:
-        self._data = data
-        self._pos = 0
-        self._what = what
-        self._base = base
-
-    @property
-    def pos(self) -> int:
-        return self._pos
-
-    @property
-    def remaining(self) -> int:
-        return len(self._data) - self._pos
-
-    def take(self, n: int, field: str) -> bytes:
-        if n > self.remaining:
-            raise EvidenceInvalid(
-                f"{self._what} truncated: {field} needs {n} bytes at offset {self._base + self._pos}, "
-                f"{self.remaining} left",
-                reason="malformed",
-            )
-        out = self._data[self._pos : self._pos + n]
-        self._pos += n
-        return out
-
-    def u16(self, field: str) -> int:
-        return int(struct.unpack("<H", self.take(2, field))[0])
-
-    def u32(self, field: str) -> int:
-        return int(struct.unpack("<I", self.take(4, field))[0])
 
 
 @dataclass(frozen=True)

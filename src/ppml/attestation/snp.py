@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import struct
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from ppml.attestation._reader import Reader as _Reader
 from ppml.attestation.claims import Claims
 from ppml.attestation.errors import EvidenceInvalid
 
@@ -133,37 +133,6 @@ class SnpReport:
         return self.cpuid is not None and self.cpuid[0] == TURIN_FAMILY
 
 
-class _Reader:
-    """A bounds-checked cursor: every read names its field, so a truncated report says where it broke."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self._pos = 0
-
-    def take(self, n: int, field: str) -> bytes:
-        if self._pos + n > len(self._data):
-            raise EvidenceInvalid(
-                f"SEV-SNP report truncated: {field} needs {n} bytes at offset {self._pos:#x}, "
-                f"{len(self._data) - self._pos} left",
-                reason="malformed",
-            )
-        out = self._data[self._pos : self._pos + n]
-        self._pos += n
-        return out
-
-    def skip_to(self, offset: int, field: str) -> None:
-        self.take(offset - self._pos, field)
-
-    def u8(self, field: str) -> int:
-        return self.take(1, field)[0]
-
-    def u32(self, field: str) -> int:
-        return int(struct.unpack("<I", self.take(4, field))[0])
-
-    def u64(self, field: str) -> int:
-        return int(struct.unpack("<Q", self.take(8, field))[0])
-
-
 def parse_snp_report(data: bytes) -> SnpReport:
     """Parse an SEV-SNP ATTESTATION_REPORT (versions 2-5); bytes after 0x4A0 are rejected."""
     data = bytes(data)
@@ -174,7 +143,7 @@ def parse_snp_report(data: bytes) -> SnpReport:
         raise EvidenceInvalid(f"unsupported SEV-SNP report version {version} (expected 2 to 5)", reason="unsupported")
     if len(data) != REPORT_SIZE:
         raise EvidenceInvalid(f"SEV-SNP report must be {REPORT_SIZE} bytes, got {len(data)}", reason="malformed")
-    r = _Reader(data)
+    r = _Reader(data, "SEV-SNP report")
     r.u32("version")
     guest_svn = r.u32("guest_svn")
     policy = r.u64("policy")
