@@ -19,7 +19,6 @@ Files without the suffix are passed through unchanged, so a dataset directory li
 
 from __future__ import annotations
 
-import io
 import os
 import threading
 from collections import OrderedDict
@@ -33,7 +32,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from ppml.errors import TruncatedCiphertext
 from ppml.fileformat import SegmentLayout
-from ppml.fileformat._streams import AuthenticatedHeader, _decrypt_segment
+from ppml.fileformat._streams import AuthenticatedHeader, SeekableView, _decrypt_segment
 from ppml.files import key_resolver
 from ppml.kms import KeyRing
 
@@ -256,7 +255,7 @@ class _RangeReader:
         self.close()
 
 
-class _PositionedFile(io.RawIOBase):
+class _PositionedFile(SeekableView):
     """A read-only file whose position is kept per thread.
 
     DuckDB shares one handle among its I/O threads and calls ``seek`` then ``read`` as two steps, so a
@@ -276,24 +275,6 @@ class _PositionedFile(io.RawIOBase):
     @_position.setter
     def _position(self, value: int) -> None:
         self._local.position = value
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence not in (io.SEEK_SET, io.SEEK_CUR, io.SEEK_END):
-            raise ValueError(f"invalid whence {whence}")
-        base = (0, self._position, self.size)[whence]
-        if base + offset < 0:
-            raise ValueError("negative seek position")
-        self._position = base + offset
-        return self._position
 
     def read(self, size: int | None = -1) -> bytes:
         position = self._position

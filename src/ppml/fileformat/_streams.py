@@ -255,7 +255,32 @@ def _read_into(source: BinaryIO, buffer: bytearray, size: int) -> memoryview:
     return view[:filled]
 
 
-class DecryptingReader(io.RawIOBase):
+class SeekableView(io.RawIOBase):
+    """A read-only, seekable plaintext view of known ``size``; subclasses keep ``_position`` and read."""
+
+    size: int
+    _position: int
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence not in (io.SEEK_SET, io.SEEK_CUR, io.SEEK_END):
+            raise ValueError(f"invalid whence {whence}")
+        base = (0, self._position, self.size)[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._position = base + offset
+        return self._position
+
+
+class DecryptingReader(SeekableView):
     """A seekable, read-only plaintext view of a container on a seekable source.
 
     Reads decrypt only the segments they touch, so a large file can be split among parallel readers.
@@ -287,24 +312,6 @@ class DecryptingReader(io.RawIOBase):
     def size(self) -> int:
         """Plaintext size, known from the header and the ciphertext length alone."""
         return self._layout.plaintext_size
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence not in (io.SEEK_SET, io.SEEK_CUR, io.SEEK_END):
-            raise ValueError(f"invalid whence {whence}")
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.size}[whence]
-        if base + offset < 0:
-            raise ValueError("negative seek position")
-        self._position = base + offset
-        return self._position
 
     def readinto(self, buffer: Any) -> int:  # noqa: ANN401 - any writable buffer
         target = memoryview(buffer).cast("B")
