@@ -178,7 +178,8 @@ _WRITERS = {Mode.PLAIN_TEXT: _write_plain, Mode.PPML: _write_ppml, Mode.PARQUET_
 def bigdl_keys(options: Mapping[str, Any]) -> BigDLKeySource:
     """The BigDL primary key named in dataset options (``bigdl_key_file``, ``bigdl_kms``)."""
     if not options.get("bigdl_key_file"):
-        raise ConfigError("BigDL's aes/cbc/pkcs5padding mode needs the option bigdl_key_file")
+        raise ConfigError("BigDL's aes/cbc/pkcs5padding mode needs a BigDL primary key file "
+                          "(--bigdl-key-file; option bigdl_key_file, or bigdlKeyFile in Spark)")
     return BigDLKeySource(options.get("bigdl_kms", "plaintext"), str(options["bigdl_key_file"]))
 
 

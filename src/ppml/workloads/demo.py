@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ppml.engines.registry import open_engine
 from ppml.workloads.tpch.answers import check_answer, compare_tables
-from ppml.workloads.tpch.datagen import generate
+from ppml.workloads.tpch.datagen import _check_scale, generate
 from ppml.workloads.tpch.pipeline import (
     QueryRun,
     encrypt_tables,
@@ -64,6 +64,7 @@ def run_demo(*, engine: str = "duckdb", scale: float = 0.1, workdir: str | None 
              queries: Sequence[int] = tuple(range(1, 23)), say: Say = print,
              engine_settings: dict | None = None) -> DemoReport:  # type: ignore[type-arg]
     """Run the whole demo; ``say`` receives one line per step."""
+    _check_scale(scale)  # before creating anything
     work = Workspace.create(workdir, prefix="ppml-demo-")
     report = DemoReport(engine, scale, work)
     plain_dir = work.root / f"tpch-sf{scale:g}" / "plain"
