@@ -199,3 +199,10 @@ def test_exit_code_from_a_real_process(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "ppml", "decrypt", str(tmp_path / "missing.ppml"), "x"],
                             capture_output=True, text=True, env=env)
     assert result.returncode == 3 and "missing.ppml: no such file" in result.stderr
+
+
+def test_missing_input_is_reported_before_the_keystore(ppml: Run, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PPML_KEYSTORE", str(tmp_path / "absent.json"))
+    result = ppml("encrypt", "nosuch.csv", "out.ppml", "--key", "local:sales")
+    assert result.code == 3 and "nosuch.csv: no such file" in result.err

@@ -65,13 +65,14 @@ def encrypt_file(src: str, dst: str, key_uri: str, *, keyring: KeyRing, overwrit
                  segment_size: int = DEFAULT_SEGMENT_SIZE, metadata: Mapping[str, Any] | None = None,
                  progress: Progress | None = None) -> Header:
     """Encrypt ``src`` into the container ``dst`` under a fresh data key wrapped by ``key_uri``."""
-    backend, key_name = keyring.resolve(key_uri)
-    data_key, wrapped = backend.generate_data_key(key_name)
     meta = {"name": os.path.basename(src.rstrip("/")), **(metadata or {})}
-    with _open_input(src) as source, atomic_output(dst, overwrite=overwrite) as sink, \
-            EncryptingWriter(sink, data_key=data_key, key_uri=backend.key_uri(key_name), wrapped_key=wrapped,
-                             metadata=meta, segment_size=segment_size) as writer:
-        _copy(source, writer, progress)
+    with _open_input(src) as source:  # a missing input is reported before any key is touched
+        backend, key_name = keyring.resolve(key_uri)
+        data_key, wrapped = backend.generate_data_key(key_name)
+        with atomic_output(dst, overwrite=overwrite) as sink, \
+                EncryptingWriter(sink, data_key=data_key, key_uri=backend.key_uri(key_name), wrapped_key=wrapped,
+                                 metadata=meta, segment_size=segment_size) as writer:
+            _copy(source, writer, progress)
     return writer.header
 
 
