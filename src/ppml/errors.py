@@ -20,6 +20,7 @@
     └── AttestationError            evidence could not be verified; nothing in it may be trusted
         ├── EvidenceInvalid         malformed quote, bad signature, bad chain, expired or revoked cert
         ├── CollateralError         CRL / TCB collateral missing, malformed, stale or not signed by Intel
+        ├── NoTeeError              no TEE evidence source on this machine, and simulation was not allowed
         └── PolicyDenied            verified claims that break a rule of the resource's policy
 
 Messages name the file or key they concern, so a user can act on them, and never contain key material.
@@ -120,6 +121,16 @@ class CollateralError(AttestationError):
     """Collateral (CRLs, TCB info) is malformed, out of date or not issued by the pinned root."""
 
 
+class NoTeeError(AttestationError):
+    """No TEE can produce evidence here (or it is not set up for remote attestation); nothing to verify.
+
+    Raised by the evidence collectors, never by a verifier: it means "cannot attest", not "attested badly".
+    """
+
+    def __init__(self, message: str, *, reason: str = "no_tee") -> None:
+        super().__init__(message, reason=reason)
+
+
 class PolicyDenied(AttestationError):
     """Verified claims do not satisfy the resource's policy; ``rule`` names the first rule that failed.
 
@@ -130,3 +141,68 @@ class PolicyDenied(AttestationError):
     def __init__(self, message: str, *, rule: str) -> None:
         super().__init__(f"rule {rule}: {message}", reason="policy")
         self.rule = rule
+
+
+class BrokerError(PPMLError):
+    """The key broker refused a request, or could not be reached; ``status`` is the HTTP status it maps to."""
+
+    exit_code = 7
+
+    def __init__(self, message: str, *, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class SessionError(BrokerError):
+    """No live attestation session: missing, unknown, expired, or its nonce already used."""
+
+
+class ResourceDecryptError(InvalidCiphertext):
+    """A JWE-wrapped broker response does not decrypt with the TEE's private key, or was modified."""
+
+
+class InvalidRequest(BrokerError):
+    """A malformed resource path, policy name or public key (JWK) was sent to the broker (HTTP 400)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=400)
+
+
+class AuthenticationError(BrokerError):
+    """A token is malformed, expired, replayed, for another audience, or not signed by a trusted key (HTTP 401)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=401)
+
+
+class ResourceNotFound(BrokerError):
+    """The broker holds no resource under that path (HTTP 404)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=404)
+
+
+class PolicyNotFound(ResourceNotFound):
+    """The broker holds no policy under that name (HTTP 404)."""
+
+
+class PolicyInUse(BrokerError):
+    """A policy cannot be deleted while a resource still uses it (HTTP 409)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=409)
+
+
+class BrokerStoreCorrupt(BrokerError):
+    """A stored resource or audit record fails its integrity check: the database was modified (HTTP 500)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=500)
+
+
+class AuditChainBroken(BrokerStoreCorrupt):
+    """The audit log's hash chain breaks at record ``seq``: a record was edited, removed or inserted."""
+
+    def __init__(self, message: str, *, seq: int) -> None:
+        super().__init__(message)
+        self.seq = seq

@@ -428,3 +428,15 @@ def test_yaml_when_pyyaml_is_installed() -> None:
     pytest.importorskip("yaml")
     p = Policy.from_yaml("allowed_tees: [simulated]\nallow_debug: false\n")
     assert p.allowed_tees == ("simulated",)
+
+
+def test_simulated_claims_are_checked_against_the_sgx_section() -> None:
+    reference = "ab" * 32
+    p = Policy.from_dict({"allowed_tees": ["simulated"], "sgx": {"mrenclave": [reference]},
+                          "accepted_tcb_statuses": ["UpToDate"]})
+    good = Claims(tee="simulated", measurements={"mr_enclave": reference}, svns={}, debug=False,
+                  report_data=bytes(64), tcb_status="UpToDate")
+    assert p.evaluate(good, now=NOW, evidence_time=FRESH).simulated
+    other = Claims(tee="simulated", measurements={"mr_enclave": "cd" * 32}, svns={}, debug=False,
+                   report_data=bytes(64), tcb_status="UpToDate")
+    assert denied(p, other).rule == "mrenclave"

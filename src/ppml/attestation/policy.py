@@ -139,7 +139,8 @@ class Policy:
             has_reference = getattr(self, tee) is not None
             if tee in self.allowed_tees and not has_reference:
                 raise ConfigError(f"policy key {tee}: {tee} is in allowed_tees but has no reference values")
-            if has_reference and tee not in self.allowed_tees:
+            checked_for_simulated = tee == "sgx" and "simulated" in self.allowed_tees
+            if has_reference and tee not in self.allowed_tees and not checked_for_simulated:
                 raise ConfigError(f"policy key {tee}: reference values given but {tee} is not in allowed_tees")
         if not self.accepted_tcb_statuses:
             raise ConfigError("policy key accepted_tcb_statuses: at least one status is required")
@@ -286,6 +287,8 @@ class Policy:
 
         if tee == "sgx":
             assert self.sgx is not None  # guaranteed by __post_init__
+            _evaluate_sgx(self.sgx, claims, rules)
+        elif simulated and self.sgx is not None:  # a simulated TEE reports SGX-shaped measurements
             _evaluate_sgx(self.sgx, claims, rules)
         elif tee == "tdx":
             assert self.tdx is not None

@@ -21,19 +21,33 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def keystore_options(command: F) -> F:
-    """Add ``--keystore`` and ``--passphrase-file`` and pass a ready ``KeyRing`` as ``keyring``."""
+    """Add the keystore and key-broker options and pass a ready ``KeyRing`` as ``keyring``."""
 
     @click.option("--keystore", type=click.Path(dir_okay=False), envvar=KEYSTORE_ENV, show_envvar=True,
                   help="Local keystore file [default: ~/.config/ppml/keystore.json].")
     @click.option("--passphrase-file", type=click.Path(dir_okay=False), default=None,
                   help="File whose first line is the keystore passphrase (else PPML_KEYSTORE_PASSPHRASE, "
                        "PPML_KEYSTORE_PASSPHRASE_FILE, or a prompt).")
+    @click.option("--kbs-url", envvar="PPML_KBS_URL", show_envvar=True, default=None,
+                  help="Key broker URL, for kbs: keys.")
+    @click.option("--kbs-ca-file", envvar="PPML_KBS_CA_FILE", show_envvar=True, default=None,
+                  type=click.Path(dir_okay=False), help="CA certificate of the key broker's TLS.")
+    @click.option("--kbs-admin-key", envvar="PPML_KBS_ADMIN_KEY", show_envvar=True, default=None,
+                  type=click.Path(dir_okay=False), help="Broker admin key: use kbs: keys as their owner.")
+    @click.option("--attester", envvar="PPML_ATTESTER", show_envvar=True, default="auto", show_default=True,
+                  type=click.Choice(["auto", "gramine", "tsm", "simulated"]),
+                  help="How to attest to the key broker (simulated: development only).")
     @functools.wraps(command)
-    def wrapper(*args: Any, keystore: str | None, passphrase_file: str | None, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, keystore: str | None, passphrase_file: str | None, kbs_url: str | None,
+                kbs_ca_file: str | None, kbs_admin_key: str | None, attester: str, **kwargs: Any) -> Any:
         local: dict[str, Any] = {"passphrase_file": passphrase_file} if passphrase_file else {}
         if keystore:
             local["path"] = keystore
-        return command(*args, keyring=KeyRing({"local": local}), **kwargs)
+        options: dict[str, dict[str, Any]] = {"local": local}
+        if kbs_url:
+            options["kbs"] = {"url": kbs_url, "ca_file": kbs_ca_file, "admin_key": kbs_admin_key,
+                              "attester": attester}
+        return command(*args, keyring=KeyRing(options), **kwargs)
 
     return wrapper  # type: ignore[return-value]
 

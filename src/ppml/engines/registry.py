@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -65,6 +66,9 @@ class SparkEngine:
         self.source_options = {key: str(value) for key, value in
                                (("keystore", local.get("path")), ("passphraseFile", local.get("passphrase_file")))
                                if value}
+        others = {scheme: values for scheme, values in keyring.options.items() if scheme != "local"}
+        if others:  # e.g. kbs: executors attest to the broker themselves, from these options
+            self.source_options["keyring"] = json.dumps(others, sort_keys=True)
 
     def _with_options(self, builder: Any, options: Mapping[str, Any] | None) -> Any:  # noqa: ANN401
         for key, value in {**self.source_options, **_spark_options(options)}.items():

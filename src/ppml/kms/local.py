@@ -5,8 +5,7 @@ seals the key table with AES-256-GCM, the public fields bound as associated data
 tells a wrong passphrase apart from a corrupt file. Writers take an exclusive lock on ``<file>.lock``,
 reload, change, and atomically replace the file, so concurrent processes lose no key.
 
-Wrapped data keys (16, 24 or 32 bytes) are ``0x01 || key version (u32 BE) || nonce (12) || AES-256-GCM(DEK)``
-with the key name as associated data, so a wrapped key moved to another key name does not unwrap.
+Each key's versions and the wrapping of data keys are in :mod:`ppml.kms._key_table`, shared with ``kbs:``.
 """
 
 from __future__ import annotations
@@ -17,11 +16,9 @@ import fcntl
 import hmac
 import json
 import os
-import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +30,14 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ppml._atomic import atomic_write_bytes
 from ppml._secrets import SecretKey
-from ppml.errors import KeyDisabled, KeyNotFound, KeyProviderError, KeystoreError, WrongPassphrase
-from ppml.kms._base import DATA_KEY_SIZE, KeyInfo, KeyManagementService, KeyVersion
+from ppml.errors import KeyNotFound, KeyProviderError, KeystoreError, WrongPassphrase
+from ppml.kms import _key_table
+from ppml.kms._base import KeyInfo, KeyManagementService
 from ppml.kms.passphrase import PassphraseSource, check_new_passphrase, from_environment_or_prompt
 
 FORMAT = "ppml-keystore"
 FORMAT_VERSION = 1
 KEYSTORE_ENV = "PPML_KEYSTORE"
-_WRAP_VERSION = 1
-_WRAP_HEADER = struct.Struct(">BI")
-_WRAP_SIZES = {_WRAP_HEADER.size + 12 + size + 16 for size in (16, 24, DATA_KEY_SIZE)}  # Parquet KEKs are 128-bit
 
 
 def default_keystore_path() -> Path:
@@ -65,10 +60,6 @@ class KdfParams:
         """Stretch ``passphrase`` into a 32-byte key."""
         return Argon2id(salt=salt, length=32, iterations=self.iterations, lanes=self.lanes,
                         memory_cost=self.memory_kib).derive(passphrase.encode("utf-8"))
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _b64(data: bytes) -> str:
@@ -114,81 +105,42 @@ class LocalKeystore(KeyManagementService):
         with self._transaction(create=True) as keys:
             if name in keys:
                 raise KeyProviderError(f"key local:{name} already exists in {self.path}")
-            keys[name] = {"created": _now(), "primary": 1, "versions": {"1": self._new_version()}}
-            return self._info(name, keys[name])
+            keys[name] = _key_table.new_entry()
+            return _key_table.info(self.key_uri(name), keys[name])
 
     def _rotate(self, name: str) -> KeyInfo:
         with self._transaction() as keys:
             entry = self._entry(keys, name)
-            version = max(int(v) for v in entry["versions"]) + 1
-            entry["versions"][str(version)] = self._new_version()
-            entry["primary"] = version
-            return self._info(name, entry)
+            _key_table.rotate(entry)
+            return _key_table.info(self.key_uri(name), entry)
 
     def _disable(self, name: str, version: int | None) -> KeyInfo:
         with self._transaction() as keys:
             entry = self._entry(keys, name)
-            targets = list(entry["versions"]) if version is None else [str(version)]
-            for target in targets:
-                if target not in entry["versions"]:
-                    raise KeyNotFound(f"key local:{name} has no version {target} in {self.path}")
-                entry["versions"][target]["enabled"] = False
-            return self._info(name, entry)
+            _key_table.disable(entry, f"{self.key_uri(name)} in {self.path}", version)
+            return _key_table.info(self.key_uri(name), entry)
 
     def _list(self) -> list[KeyInfo]:
         if not self.path.exists():
             return []
         keys = self._load()
-        return [self._info(name, keys[name]) for name in sorted(keys)]
+        return [_key_table.info(self.key_uri(name), keys[name]) for name in sorted(keys)]
 
     def _wrap(self, data_key: SecretKey, name: str) -> bytes:
-        entry = self._entry(self._load(), name)
-        version = int(entry["primary"])
-        material = self._material(name, entry, version)
-        nonce = os.urandom(12)
-        sealed = AESGCM(material).encrypt(nonce, data_key.insecure_bytes(), self._wrap_aad(name))
-        return _WRAP_HEADER.pack(_WRAP_VERSION, version) + nonce + sealed
+        return _key_table.wrap(self._entry(self._load(), name), self.key_uri(name), name, data_key)
 
     def _unwrap(self, wrapped: bytes, name: str) -> SecretKey:
-        if len(wrapped) not in _WRAP_SIZES or wrapped[0] != _WRAP_VERSION:
-            raise KeyProviderError(f"the wrapped data key is not a local:{name} wrapping (corrupt header?)")
-        _, version = _WRAP_HEADER.unpack_from(wrapped)
-        material = self._material(name, self._entry(self._load(), name), version)
-        nonce, sealed = wrapped[_WRAP_HEADER.size : _WRAP_HEADER.size + 12], wrapped[_WRAP_HEADER.size + 12 :]
-        try:
-            return SecretKey(AESGCM(material).decrypt(nonce, sealed, self._wrap_aad(name)))
-        except InvalidTag:
-            raise KeyProviderError(
-                f"cannot unwrap the data key with local:{name} version {version}: the wrapped key is "
-                "corrupt, or was wrapped by another key or keystore") from None
+        return _key_table.unwrap(self._entry(self._load(), name), self.key_uri(name), name, wrapped)
 
-    @staticmethod
-    def _wrap_aad(name: str) -> bytes:
-        return b"ppml/local-wrap/v1\x00" + name.encode("utf-8")
+    def export_entry(self, name: str) -> dict[str, Any]:
+        """The key table of ``name`` (key material included): for importing it into a key broker only."""
+        return self._entry(self._load(), name)
 
     def _entry(self, keys: dict[str, Any], name: str) -> dict[str, Any]:
         if name not in keys:
             raise KeyNotFound(f"no key named {name!r} in keystore {self.path}")
         entry: dict[str, Any] = keys[name]
         return entry
-
-    def _material(self, name: str, entry: dict[str, Any], version: int) -> bytes:
-        record = entry["versions"].get(str(version))
-        if record is None:
-            raise KeyNotFound(f"key local:{name} has no version {version} in {self.path}")
-        if not record["enabled"]:
-            raise KeyDisabled(f"key local:{name} version {version} is disabled")
-        return _unb64(record["material"])
-
-    @staticmethod
-    def _new_version() -> dict[str, Any]:
-        return {"created": _now(), "enabled": True, "material": _b64(os.urandom(32))}
-
-    def _info(self, name: str, entry: dict[str, Any]) -> KeyInfo:
-        versions = tuple(
-            KeyVersion(version=int(v), created=r["created"], enabled=bool(r["enabled"]))
-            for v, r in sorted(entry["versions"].items(), key=lambda item: int(item[0])))
-        return KeyInfo(uri=self.key_uri(name), primary_version=int(entry["primary"]), versions=versions)
 
     # -- the sealed file --------------------------------------------------------------------------------
 

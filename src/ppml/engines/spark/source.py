@@ -1,12 +1,13 @@
 """The ``ppml`` Spark data source: ``spark.read.format("ppml")`` and ``df.write.format("ppml")``.
 
 Executors decrypt and encrypt themselves: each rebuilds the key ring from options that hold no secret
-(a keystore path, a passphrase *file*, later a KBS URL) and fetches data keys from the KMS. No key is
+(a keystore path, a passphrase *file*, a key broker URL) and fetches data keys from the KMS. No key is
 ever put in Spark or Hadoop configuration, in a closure, or in a log.
 
 Options: ``path``; ``format`` (parquet, csv, json, text); ``mode`` (plain_text, ppml, aes_gcm_v1,
 aes_gcm_ctr_v1, aes/cbc/pkcs5padding); ``key`` (a key URI, for writes); ``header``, ``delimiter``;
-``keystore`` and ``passphraseFile`` (the local KMS); ``bigdlKeyFile`` and ``bigdlKms`` (BigDL data).
+``keystore`` and ``passphraseFile`` (the local KMS); ``keyring`` (JSON: other KMSs' options, e.g.
+``{"kbs": {"url": ..., "ca_file": ..., "attester": ...}}``); ``bigdlKeyFile`` and ``bigdlKms`` (BigDL data).
 Partitions map to Parquet row groups, or to whole files for the row formats.
 """
 
@@ -56,7 +57,16 @@ def keyring_options(options: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         local["path"] = options["keystore"]
     if options.get("passphrasefile"):
         local["passphrase_file"] = options["passphrasefile"]
-    return {"local": local}
+    ring: dict[str, dict[str, Any]] = {"local": local}
+    if options.get("keyring"):  # other KMSs' options (e.g. kbs: broker URL, CA file, attester), as JSON
+        try:
+            extra = json.loads(options["keyring"])
+        except ValueError:
+            raise ConfigError("data source option 'keyring' must be a JSON object of per-scheme options") from None
+        if not isinstance(extra, dict) or not all(isinstance(v, dict) for v in extra.values()):
+            raise ConfigError("data source option 'keyring' must be a JSON object of per-scheme options")
+        ring.update({scheme: values for scheme, values in extra.items() if scheme != "local"})
+    return ring
 
 
 @lru_cache(maxsize=8)
