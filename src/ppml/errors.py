@@ -11,17 +11,27 @@
     │   ├── WrongKey                the key commitment does not match the data key
     │   ├── HeaderAuthenticationFailed
     │   ├── SegmentAuthenticationFailed
-    │   └── TruncatedCiphertext     a stream that ends before its final segment
+    │   ├── TruncatedCiphertext     a stream that ends before its final segment
+    │   └── ResourceDecryptError    a broker's JWE response that does not decrypt with the TEE's key
     ├── KeyProviderError            the KMS could not create, wrap or unwrap a key
     │   ├── KeyNotFound
     │   ├── KeyDisabled
     │   └── KeystoreError           the local keystore file is missing, corrupt or locked
     │       └── WrongPassphrase
-    └── AttestationError            evidence could not be verified; nothing in it may be trusted
-        ├── EvidenceInvalid         malformed quote, bad signature, bad chain, expired or revoked cert
-        ├── CollateralError         CRL / TCB collateral missing, malformed, stale or not signed by Intel
-        ├── NoTeeError              no TEE evidence source on this machine, and simulation was not allowed
-        └── PolicyDenied            verified claims that break a rule of the resource's policy
+    ├── AttestationError            evidence could not be verified; nothing in it may be trusted
+    │   ├── EvidenceInvalid         malformed quote, bad signature, bad chain, expired or revoked cert
+    │   ├── CollateralError         CRL / TCB collateral missing, malformed, stale or not signed by Intel
+    │   ├── NoTeeError              no TEE evidence source on this machine, and simulation was not allowed
+    │   └── PolicyDenied            verified claims that break a rule of the resource's policy
+    └── BrokerError                 the key broker refused a request; ``status`` is its HTTP status
+        ├── SessionError            no live attestation session
+        ├── InvalidRequest          a malformed resource path, policy name or public key (400)
+        ├── AuthenticationError     a bad, expired, replayed or untrusted token (401)
+        ├── ResourceNotFound        no such resource (404)
+        │   └── PolicyNotFound      no such policy (404)
+        ├── PolicyInUse             a policy that resources still use (409)
+        └── BrokerStoreCorrupt      a stored row fails its integrity check (500)
+            └── AuditChainBroken    the audit hash chain breaks at ``seq``
 
 Messages name the file or key they concern, so a user can act on them, and never contain key material.
 """

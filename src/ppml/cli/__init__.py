@@ -1,7 +1,8 @@
 """The ``ppml`` command: each sub-command is a few lines over the library.
 
 Exit codes: 0 success, 1 unexpected error, 2 usage or configuration error, 3 missing input or an output
-that exists, 4 data that fails to decrypt or authenticate, 5 key management failure.
+that exists, 4 data that fails to decrypt or authenticate, 5 key management failure, 6 attestation failure
+or policy denial, 7 key broker refusal or unreachable.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import click
 from rich.markup import escape
 
 from ppml.cli._common import console
+from ppml.cli.broker import broker
 from ppml.cli.crypt import decrypt, encrypt, inspect
 from ppml.cli.demo import demo
 from ppml.cli.example import example
@@ -38,7 +40,7 @@ def cli(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
 
 
-for command in (keys, encrypt, decrypt, inspect, example, demo, tpch):
+for command in (keys, encrypt, decrypt, inspect, example, demo, tpch, broker):
     cli.add_command(command)
 
 

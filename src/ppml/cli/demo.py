@@ -19,8 +19,9 @@ from ppml.workloads.tpch.queries import parse_queries
 @click.option("--workdir", type=click.Path(file_okay=False), default=None,
               help="Where to keep data, keystore and results [default: a new temporary directory].")
 def demo(engine: str, scale: float, queries: str, workdir: str | None) -> None:
-    """TPC-H on encrypted data, end to end: generate, create a key, encrypt, run all 22 queries on
-    plaintext and encrypted tables, check the answers, write the results encrypted, and print the timings.
+    """TPC-H on encrypted data, end to end, with the key broker in the loop: generate, create a key in the
+    broker, encrypt, attest (simulated TEE), run all 22 queries on plaintext and encrypted tables, check the
+    answers, write the results encrypted, and print the timings and the broker's audit summary.
 
     \b
     Examples:
@@ -44,8 +45,11 @@ def demo(engine: str, scale: float, queries: str, workdir: str | None) -> None:
     work = report.workspace
     out.print(f"Encrypted results: {work.root / 'results'}/qNN (CSV in .ppml containers); "
               f"timings: {report.timings_csv}", soft_wrap=True)
-    out.print("Decrypt one with:\n"
-              f"  PPML_KEYSTORE={work.keystore} PPML_KEYSTORE_PASSPHRASE_FILE={work.passphrase_file} \\\n"
+    kbs = report.broker_dir
+    out.print("Decrypt one with (serve the demo's broker, then ask it as the data owner):\n"
+              f"  ppml broker serve --config {kbs / 'broker.json'} &\n"
+              f"  PPML_KBS_URL=https://127.0.0.1:8443 PPML_KBS_CA_FILE={kbs / 'tls' / 'ca.pem'} "
+              f"PPML_KBS_ADMIN_KEY={kbs / 'admin' / 'admin-key.pem'} \\\n"
               f"    ppml decrypt {work.root / 'results' / 'q01'} q01-plain", soft_wrap=True)
     if report.failures:
         raise click.ClickException(f"{len(report.failures)} of {len(report.queries)} queries gave wrong answers")

@@ -1,8 +1,9 @@
 """The main job: TPC-H on encrypted data, end to end, checked and timed against plaintext.
 
-Steps: generate TPC-H, create a key in a local keystore, encrypt the tables, run the queries on the
-plaintext (the engine's own Parquet reader) and on the encrypted tables, check that both give the same
-answers (and, at scale factor 1, the official answers), and write the encrypted results.
+Steps: generate TPC-H; start the key broker with a key under a policy that pins this code in a (simulated)
+TEE; encrypt the tables as the data owner; run the queries on the plaintext (the engine's own Parquet reader)
+and, after attesting to the broker, on the encrypted tables; check that both give the same answers (and, at
+scale factor 1, the official answers); write the results encrypted; show the broker's audit log.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ppml.engines.registry import open_engine
+from ppml.kms import KeyRing
+from ppml.workloads.attested import POLICY, attested_broker
 from ppml.workloads.tpch.answers import check_answer, compare_tables
 from ppml.workloads.tpch.datagen import _check_scale, generate
 from ppml.workloads.tpch.pipeline import (
@@ -54,6 +57,9 @@ class DemoReport:
     results: dict[int, str] = field(default_factory=dict)
     queries: list[QueryReport] = field(default_factory=list)
     timings_csv: Path | None = None
+    broker_url: str = ""
+    broker_dir: Path | None = None
+    releases: int = 0
 
     @property
     def failures(self) -> list[QueryReport]:
@@ -73,40 +79,51 @@ def run_demo(*, engine: str = "duckdb", scale: float = 0.1, workdir: str | None 
         generate(plain_dir, scale, overwrite=True)
     else:
         say(f"1. TPC-H at scale factor {scale:g} already generated in {plain_dir}")
-    key_uri = work.ensure_key("tpch")
-    say(f"2. primary key {key_uri} in {work.keystore} (Argon2id-sealed keystore)")
-    encrypted_dir = work.root / f"tpch-sf{scale:g}" / "encrypted"
-    datasets = encrypt_tables(plain_dir, encrypted_dir, work.keyring, key_uri=key_uri)
-    say(f"3. encrypted the 8 tables into {encrypted_dir} (.ppml containers of Parquet, AES-256-GCM)")
+    with attested_broker(work, "tpch", say) as kbs:
+        key_uri = "kbs:tpch"
+        report.broker_url, report.broker_dir = kbs.url, kbs.directory
+        say(f"2. key broker on {kbs.url} (TLS); primary key {key_uri} released only under policy "
+            f"'{POLICY}': a SIMULATED TEE running this exact ppml code (no TEE hardware here; it proves nothing)")
+        encrypted_dir = work.root / f"tpch-sf{scale:g}" / "encrypted"
+        datasets = encrypt_tables(plain_dir, encrypted_dir, kbs.owner_keyring, key_uri=key_uri)
+        say(f"3. the data owner encrypted the 8 tables into {encrypted_dir} (.ppml containers of Parquet, "
+            "AES-256-GCM; data keys wrapped by kbs:tpch)")
 
-    plain_runs = _run(engine, work, queries, lambda e: register_plain(e, plain_dir), engine_settings)
-    say(f"4. ran {len(queries)} queries on plaintext Parquet with {engine}'s own reader")
-    encrypted_runs = _run(engine, work, queries, lambda e: register_encrypted(e, datasets), engine_settings)
-    say(f"5. ran {len(queries)} queries on the encrypted tables, decrypting inside this process")
+        plain_runs = _run(engine, work.keyring, queries, lambda e: register_plain(e, plain_dir), engine_settings)
+        say(f"4. ran {len(queries)} queries on plaintext Parquet with {engine}'s own reader")
+        encrypted_runs = _run(engine, kbs.workload_keyring, queries, lambda e: register_encrypted(e, datasets),
+                              engine_settings)
+        say(f"5. ran {len(queries)} queries on the encrypted tables: the workload attested to the broker, "
+            "received kbs:tpch as a JWE to its ephemeral key, and decrypted inside its process")
 
-    for plain, encrypted in zip(plain_runs, encrypted_runs, strict=True):
-        difference = compare_tables(plain.result, encrypted.result)
-        check = "ok (same as plaintext)" if difference is None else f"DIFFERS from plaintext: {difference}"
-        if difference is None and scale == 1:
-            verdict = check_answer(encrypted.query, encrypted.result)
-            check = "ok (official answer)" if verdict.ok else f"WRONG: {verdict.message}"
-        report.queries.append(QueryReport(plain.query, plain.seconds, encrypted.seconds,
-                                          encrypted.result.num_rows, check))
-    say("6. checked every encrypted result against the plaintext run"
-        + (" and the official TPC-H answers" if scale == 1 else ""))
-    report.results = write_results(encrypted_runs, work.root / "results", work.keyring, key_uri=key_uri)
-    report.timings_csv = work.root / "results" / "timings.csv"
-    write_timings(report.timings_csv, [
-        {"query": q.query, "plain_seconds": round(q.plain_seconds, 4), "encrypted_seconds":
-         round(q.encrypted_seconds, 4), "ratio": round(q.ratio, 3), "rows": q.rows, "check": q.check}
-        for q in report.queries])
-    say(f"7. wrote the {len(report.results)} results encrypted to {work.root / 'results'}")
+        for plain, encrypted in zip(plain_runs, encrypted_runs, strict=True):
+            difference = compare_tables(plain.result, encrypted.result)
+            check = "ok (same as plaintext)" if difference is None else f"DIFFERS from plaintext: {difference}"
+            if difference is None and scale == 1:
+                verdict = check_answer(encrypted.query, encrypted.result)
+                check = "ok (official answer)" if verdict.ok else f"WRONG: {verdict.message}"
+            report.queries.append(QueryReport(plain.query, plain.seconds, encrypted.seconds,
+                                              encrypted.result.num_rows, check))
+        say("6. checked every encrypted result against the plaintext run"
+            + (" and the official TPC-H answers" if scale == 1 else ""))
+        report.results = write_results(encrypted_runs, work.root / "results", kbs.workload_keyring,
+                                       key_uri=key_uri)
+        report.timings_csv = work.root / "results" / "timings.csv"
+        write_timings(report.timings_csv, [
+            {"query": q.query, "plain_seconds": round(q.plain_seconds, 4), "encrypted_seconds":
+             round(q.encrypted_seconds, 4), "ratio": round(q.ratio, 3), "rows": q.rows, "check": q.check}
+            for q in report.queries])
+        say(f"7. the workload wrote the {len(report.results)} results encrypted with {key_uri} to "
+            f"{work.root / 'results'}")
+        report.releases, refused = kbs.releases()
+        say(f"8. broker audit log: {report.releases} attested release(s), {refused} refusal(s); hash chain of "
+            f"{kbs.admin.verify_audit()} records verified")
     return report
 
 
-def _run(engine_name: str, work: Workspace, queries: Sequence[int], register: Callable[..., None],
+def _run(engine_name: str, keyring: KeyRing, queries: Sequence[int], register: Callable[..., None],
          settings: dict | None) -> list[QueryRun]:  # type: ignore[type-arg]
-    engine = open_engine(engine_name, work.keyring, **(settings or {}))
+    engine = open_engine(engine_name, keyring, **(settings or {}))
     try:
         register(engine)
         return run_queries(engine, queries, repeat=2 if engine_name == "duckdb" else 1)  # best of 2: less noise

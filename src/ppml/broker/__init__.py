@@ -1,0 +1,1 @@
+"""The key broker service (KBS): attestation-gated release of keys and secrets."""
