@@ -88,3 +88,64 @@ def spark(spark_local_dir: Path):  # type: ignore[no-untyped-def]
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+@dataclass
+class KbsFixture:
+    """A running key broker on loopback with a simulated-TEE trust, and what clients need to use it."""
+
+    url: str
+    directory: Path
+    ca_file: str
+    admin_key_path: str
+    simulator_key_path: str
+    server: object
+
+    def admin(self):  # type: ignore[no-untyped-def]
+        from ppml.broker.client import AdminClient
+        from ppml.kms.kbs import _load_admin_key
+
+        return AdminClient(self.url, admin_key=_load_admin_key(self.admin_key_path), ca_file=self.ca_file)
+
+    def workload_options(self, **overrides: object) -> dict[str, object]:
+        """kbs: key-ring options of a workload attesting with the simulated TEE."""
+        return {"url": self.url, "ca_file": self.ca_file, "attester": "simulated",
+                "simulator_key": self.simulator_key_path, **overrides}
+
+    def owner_options(self, **overrides: object) -> dict[str, object]:
+        """kbs: key-ring options of the data owner, through the admin API."""
+        return {"url": self.url, "ca_file": self.ca_file, "admin_key": self.admin_key_path, **overrides}
+
+
+def make_broker_dir(root: Path, *, session_ttl_seconds: float | None = None) -> tuple[Path, Path]:
+    """A broker directory trusting a fresh simulator key (cheap KDF); returns (config, simulator key)."""
+    import json
+
+    from ppml.broker.jws import write_public_key
+    from ppml.broker.setup import init_broker
+    from ppml.testing.simulated_tee import load_or_create_simulator_key
+
+    simulator_key = root / "simulator.key"
+    write_public_key(root / "simulator.pub", load_or_create_simulator_key(simulator_key).public_key())
+    made = init_broker(root / "kbs", simulator_public_key=root / "simulator.pub", kdf=CHEAP_KDF)
+    if session_ttl_seconds is not None:
+        document = json.loads(made.config.read_text())
+        document["session_ttl_seconds"] = session_ttl_seconds
+        made.config.write_text(json.dumps(document))
+    return made.config, simulator_key
+
+
+@pytest.fixture(scope="session")
+def kbs(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One broker for the whole run (like the Spark session): tests use their own policies and resources."""
+    from ppml.broker.config import BrokerConfig
+    from ppml.broker.server import BackgroundBroker
+    from ppml.kms.kbs import forget_cached_keys
+
+    root = tmp_path_factory.mktemp("kbs")
+    config, simulator_key = make_broker_dir(root)
+    with BackgroundBroker(BrokerConfig.load(config)) as server:
+        yield KbsFixture(url=server.url, directory=config.parent, ca_file=str(config.parent / "tls" / "ca.pem"),
+                         admin_key_path=str(config.parent / "admin" / "admin-key.pem"),
+                         simulator_key_path=str(simulator_key), server=server)
+    forget_cached_keys()

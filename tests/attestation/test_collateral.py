@@ -18,7 +18,6 @@ from ppml.attestation import (
     Claims,
     Collateral,
     CollateralError,
-    Crls,
     EvidenceInvalid,
     _dcap,
     _der,
@@ -228,12 +227,21 @@ def test_malformed_collateral_json() -> None:
         assert _reason(CollateralError, quote, now, replace(col, tcb_info_json=bad)) == "malformed"
 
 
-def test_tdx_quote_rejects_collateral_it_cannot_appraise() -> None:
-    _, col, now = _s2()
+def test_collateral_of_the_other_tee_is_rejected() -> None:
+    """SGX TCB Info (and QE identity) never judge a TDX quote, nor TDX collateral an SGX quote."""
+    quote, col, now = _s2()
+    tdx_quote = _read("tdx/automata/quotev4.bin")  # same Platform CA, so the CRLs in ``col`` apply
     with pytest.raises(CollateralError) as info:
-        verify_tdx_quote(b"", now=now, collateral=col)
+        verify_tdx_quote(tdx_quote, now=now, collateral=col)
     assert info.value.reason == "unsupported"
-    assert isinstance(Crls(), Crls)
+    june = Collateral(  # June 2025: SGX QE identity and TDX TCB Info of the same FMSPC/CA, both current
+        tcb_info_json=_read("tdx/automata/0625/tcbinfov3_00806f050000.json"),
+        qe_identity_json=_read("tdx/automata/0625/identity.json"),
+        tcb_signing_chain=[_read("intel-pki/Intel_SGX_TCB_Signing_2025-05-06.der")],
+    )
+    with pytest.raises(CollateralError) as info:
+        verify_sgx_quote(quote, now=datetime.fromisoformat("2025-06-05T00:00:00+00:00"), collateral=june)
+    assert info.value.reason == "unsupported"
 
 
 # --- unit level: PCK extensions, matching rules, DER reader ---------------------------------------------------

@@ -7,7 +7,8 @@ Order of checks (each failure names the first broken link):
 2. the ECDSA signature (hex, raw r||s) over the *exact* bytes of the ``tcbInfo`` / ``enclaveIdentity`` JSON
    value as they appear in the document -- the JSON is never re-serialized before verification;
 3. ``issueDate <= now < nextUpdate`` for both documents (``CollateralError`` reason ``expired`` /
-   ``not_yet_valid``);
+   ``not_yet_valid``). Both documents are verified before any TCB matching, so an appraisal result (including
+   "no TCB level matches") always rests on authentic, current collateral;
 4. TCB Info FMSPC and PCE-ID equal those in the PCK certificate (reason ``fmspc_mismatch`` / ``pceid_mismatch``);
 5. platform TCB level: the first level (Intel orders them newest first) whose 16 SGX component SVNs are all
    <= the PCK certificate's and whose ``pcesvn`` <= the PCK's PCESVN; none -> ``EvidenceInvalid``
@@ -16,14 +17,29 @@ Order of checks (each failure names the first broken link):
    ``EvidenceInvalid`` ``qe_identity``); the first QE TCB level with ``isvsvn <=`` the QE's ISVSVN gives the
    QE TCB status (none -> ``tcb_not_supported``).
 
-Combined status (Intel QVL's convergence of platform and QE TCB status, which amounts to "the worse of the two"):
-QE ``UpToDate`` -> the platform status; QE ``OutOfDate`` -> ``OutOfDate`` (or ``OutOfDateConfigurationNeeded``
-when the platform needs configuration); QE ``Revoked`` -> ``Revoked``. Advisory IDs are the platform level's
-followed by any additional ones of the QE level. A ``Revoked`` level is *reported*, not raised: judging the
-status is the policy module's job.
+TDX quotes (TCB Info v3 with ``id == "TDX"``, QE Identity ``id == "TD_QE"``) follow Intel's QVL:
 
-Only SGX TCB Info (v2 and v3 with ``id == "SGX"``) is appraised; TDX TCB Info (TEE TCB SVN / TDX module
-matching) is not implemented and is rejected as ``unsupported``.
+7. platform TCB level: the TCB Info must be a TDX v3 one for the PCK's FMSPC and PCE-ID; the first level whose SGX
+   components and ``pcesvn`` match as in 5. *and* whose 16 ``tdxtcbcomponents`` are all <= the TD report's
+   TEE_TCB_SVN gives the platform status (none -> ``tcb_not_supported``). When the TDX module version
+   TEE_TCB_SVN[1] is > 0, the first two components (module ISVSVN and version) are skipped there: step 8 judges them;
+8. TDX module: TEE_TCB_SVN[1] == 0 is a TDX 1.0 module, checked against ``tdxModule`` only. Otherwise the module
+   identity ``TDX_<TEE_TCB_SVN[1] as 2 hex digits>`` of ``tdxModuleIdentities`` must exist (else
+   ``EvidenceInvalid`` ``tdx_module_mismatch``), and its first level with ``isvsvn <=`` TEE_TCB_SVN[0] gives the
+   TDX module status (none -> ``tcb_not_supported``). In both cases the ``mrsigner`` must equal the TD report's
+   MRSIGNERSEAM and ``attributes`` must equal SEAMATTRIBUTES under ``attributesMask`` (else
+   ``tdx_module_mismatch``);
+9. the QE is appraised as in 6., with the TD_QE identity.
+
+Combined status (Intel QVL's convergence, which amounts to "the worse of the two"): an ``OutOfDate`` module or QE
+turns ``UpToDate`` / ``SWHardeningNeeded`` into ``OutOfDate`` and ``ConfigurationNeeded`` /
+``ConfigurationAndSWHardeningNeeded`` into ``OutOfDateConfigurationNeeded``; a ``Revoked`` one gives ``Revoked``;
+any other leaves the platform status. TDX converges platform with module first, then with the QE. Advisory IDs are
+the platform level's, followed by any additional ones of the module level and then of the QE level. A ``Revoked``
+level is *reported*, not raised: judging the status is the policy module's job.
+
+Not implemented: the "TD relaunch advised" refinement Intel's QVL applies to TDX 1.5 (v5, TEE_TCB_SVN2) quotes
+whose module is out of date; such quotes are reported as ``OutOfDate`` (the conservative answer).
 """
 
 from __future__ import annotations
@@ -132,7 +148,10 @@ class Collateral:
 
 @dataclass(frozen=True)
 class TcbResult:
-    """Outcome of the TCB appraisal: combined status and advisories, plus the two inputs to the combination."""
+    """Outcome of the TCB appraisal: combined status and advisories, plus the inputs to the combination.
+
+    ``tdx_module_*`` are set only for TDX quotes whose module is judged by a module identity (TEE_TCB_SVN[1] > 0).
+    """
 
     status: str
     advisory_ids: tuple[str, ...]
@@ -140,6 +159,17 @@ class TcbResult:
     qe_status: str
     tcb_date: str | None = None
     qe_advisory_ids: tuple[str, ...] = field(default=(), compare=False)
+    tdx_module_id: str | None = None
+    tdx_module_status: str | None = None
+    tdx_module_advisory_ids: tuple[str, ...] = field(default=(), compare=False)
+
+    def statuses(self) -> dict[str, str]:
+        """The inputs of the combined status by component (``platform``, ``tdx_module`` when judged, ``qe``)."""
+        out = {"platform": self.platform_status}
+        if self.tdx_module_status is not None:
+            out["tdx_module"] = self.tdx_module_status
+        out["qe"] = self.qe_status
+        return out
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -323,60 +353,165 @@ def _sgx_components(tcb: Any, version: int, name: str) -> list[int]:
     return [_int(c, "svn", name) for c in comps]
 
 
-def platform_tcb(body: dict[str, Any], pck: PckExtensions) -> tuple[str, tuple[str, ...], str | None]:
-    """Match a verified SGX TCB Info body against the PCK's TCB: (status, advisory IDs, tcbDate)."""
+def _check_tcb_info_header(body: dict[str, Any], pck: PckExtensions, *, tee: str) -> int:
+    """Check the TCB Info is for this TEE, FMSPC and PCE-ID; return its version."""
+    version, kind, tcb_type = body.get("version"), body.get("id", "SGX"), body.get("tcbType", 0)
+    if tee == "sgx" and (version not in (2, 3) or kind != "SGX" or tcb_type != 0):
+        raise CollateralError(f"TCB Info id {kind!r} / version {version!r} / tcbType {tcb_type!r} is not an SGX "
+                              "TCB Info (SGX, 2 or 3, 0)", reason="unsupported")
+    if tee == "tdx" and (version != 3 or kind != "TDX" or tcb_type != 0):
+        raise CollateralError(f"TCB Info id {kind!r} / version {version!r} / tcbType {tcb_type!r} is not a TDX "
+                              "TCB Info (TDX, 3, 0)", reason="unsupported")
     name = "TCB Info"
-    version = body.get("version")
-    if version not in (2, 3):
-        raise CollateralError(f"TCB Info version {version!r} is not supported (2 or 3)", reason="unsupported")
-    if body.get("id", "SGX") != "SGX" or body.get("tcbType", 0) != 0:
-        raise CollateralError(f"TCB Info id {body.get('id')!r} / tcbType {body.get('tcbType')!r} is not SGX",
-                              reason="unsupported")
     if _hex(body, "fmspc", 6, name) != pck.fmspc:
         raise CollateralError(f"TCB Info is for FMSPC {body.get('fmspc')}, PCK has {pck.fmspc.hex()}",
                               reason="fmspc_mismatch")
     if _hex(body, "pceId", 2, name) != pck.pceid:
         raise CollateralError(f"TCB Info is for PCE-ID {body.get('pceId')}, PCK has {pck.pceid.hex()}",
                               reason="pceid_mismatch")
-    for level in _levels(body, name):
-        tcb = level.get("tcb")
-        comps = _sgx_components(tcb, version, name)
-        if all(want <= have for want, have in zip(comps, pck.comp_svns, strict=True)) and \
-                _int(tcb, "pcesvn", name) <= pck.pcesvn:
-            status, advisories = _status_and_advisories(level, name)
-            tcb_date = level.get("tcbDate")
-            return status, advisories, tcb_date if isinstance(tcb_date, str) else None
+    return int(version)
+
+
+def _sgx_level_matches(tcb: Any, version: int, pck: PckExtensions) -> bool:
+    comps = _sgx_components(tcb, version, "TCB Info")
+    return all(want <= have for want, have in zip(comps, pck.comp_svns, strict=True)) and \
+        _int(tcb, "pcesvn", "TCB Info") <= pck.pcesvn
+
+
+def _level_result(level: dict[str, Any]) -> tuple[str, tuple[str, ...], str | None]:
+    status, advisories = _status_and_advisories(level, "TCB Info")
+    tcb_date = level.get("tcbDate")
+    return status, advisories, tcb_date if isinstance(tcb_date, str) else None
+
+
+def platform_tcb(body: dict[str, Any], pck: PckExtensions) -> tuple[str, tuple[str, ...], str | None]:
+    """Match a verified SGX TCB Info body against the PCK's TCB: (status, advisory IDs, tcbDate)."""
+    version = _check_tcb_info_header(body, pck, tee="sgx")
+    for level in _levels(body, "TCB Info"):
+        if _sgx_level_matches(level.get("tcb"), version, pck):
+            return _level_result(level)
     raise EvidenceInvalid("no TCB level in the TCB Info matches the PCK's TCB (TCB not supported)",
                           reason="tcb_not_supported")
 
 
-def qe_tcb(body: dict[str, Any], qe: _dcap.SgxReportBody) -> tuple[str, tuple[str, ...]]:
-    """Match the QE report against a verified QE Identity body: (QE TCB status, advisory IDs)."""
+# --- TDX: platform levels with TEE_TCB_SVN, TDX module identities ----------------------------------------------
+
+
+def _tdx_components(tcb: Any) -> list[int]:
+    comps = tcb.get("tdxtcbcomponents") if isinstance(tcb, dict) else None
+    if not isinstance(comps, list) or len(comps) != 16:
+        raise CollateralError("TCB Info tdxtcbcomponents must list 16 components", reason="malformed")
+    return [_int(c, "svn", "TCB Info") for c in comps]
+
+
+def tdx_platform_tcb(body: dict[str, Any], pck: PckExtensions,
+                     td: _dcap.TdReportBody) -> tuple[str, tuple[str, ...], str | None]:
+    """Match a verified TDX TCB Info body against the PCK's TCB and the TD's TEE_TCB_SVN: (status, advisories, date).
+
+    With a TDX module version (TEE_TCB_SVN[1]) > 0 the module's two bytes are left to :func:`tdx_module_tcb`.
+    """
+    _check_tcb_info_header(body, pck, tee="tdx")
+    start = 2 if td.tee_tcb_svn[1] > 0 else 0
+    svns = td.tee_tcb_svn[start:]
+    for level in _levels(body, "TCB Info"):
+        tcb = level.get("tcb")
+        if _sgx_level_matches(tcb, 3, pck) and \
+                all(want <= got for want, got in zip(_tdx_components(tcb)[start:], svns, strict=True)):
+            return _level_result(level)
+    raise EvidenceInvalid(f"no TCB level in the TDX TCB Info matches the PCK's TCB and TEE_TCB_SVN "
+                          f"{td.tee_tcb_svn.hex()} (TCB not supported)", reason="tcb_not_supported")
+
+
+def _check_seam(module: Any, td: _dcap.TdReportBody, name: str) -> None:
+    """The TDX module must be signed by the expected signer (MRSIGNERSEAM) and run with the expected attributes."""
+    if not isinstance(module, dict):
+        raise CollateralError(f"TCB Info {name} is not a JSON object", reason="malformed")
+    if _hex(module, "mrsigner", 48, name) != td.mr_signer_seam:
+        raise EvidenceInvalid(f"MRSIGNERSEAM {td.mr_signer_seam.hex()} does not match the {name}",
+                              reason="tdx_module_mismatch")
+    mask = _hex(module, "attributesMask", 8, name)
+    if _masked(td.seam_attributes, mask) != _masked(_hex(module, "attributes", 8, name), mask):
+        raise EvidenceInvalid(f"SEAMATTRIBUTES {td.seam_attributes.hex()} do not match the {name}",
+                              reason="tdx_module_mismatch")
+
+
+def _module_identity(body: dict[str, Any], module_id: str) -> dict[str, Any]:
+    identities = body.get("tdxModuleIdentities", [])
+    if not isinstance(identities, list) or not all(isinstance(i, dict) for i in identities):
+        raise CollateralError("TCB Info tdxModuleIdentities is not a list of objects", reason="malformed")
+    for identity in identities:
+        if str(identity.get("id", "")).upper() == module_id:
+            return identity
+    raise EvidenceInvalid(f"the TCB Info has no TDX module identity {module_id} for the TD's TDX module",
+                          reason="tdx_module_mismatch")
+
+
+def tdx_module_tcb(body: dict[str, Any], td: _dcap.TdReportBody) -> tuple[str | None, str | None, tuple[str, ...]]:
+    """Check the TD's TDX module against a verified TDX TCB Info: (module identity id, its status, advisories).
+
+    A TDX 1.0 module (TEE_TCB_SVN[1] == 0) is only checked against ``tdxModule`` and has no status of its own
+    (``(None, None, ())``); its SVN is part of the platform levels.
+    """
+    version, isvsvn = td.tee_tcb_svn[1], td.tee_tcb_svn[0]
+    if version == 0:
+        _check_seam(body.get("tdxModule"), td, "tdxModule")
+        return None, None, ()
+    module_id = f"TDX_{version:02X}"
+    identity = _module_identity(body, module_id)
+    _check_seam(identity, td, f"TDX module identity {module_id}")
+    level = _first_level_at_or_below(identity, isvsvn, f"TDX module identity {module_id}")
+    if level is None:
+        raise EvidenceInvalid(f"TDX module ISVSVN {isvsvn} is below every level of {module_id}",
+                              reason="tcb_not_supported")
+    status, advisories = _status_and_advisories(level, f"TDX module identity {module_id}")
+    return module_id, status, advisories
+
+
+def _masked(value: bytes, mask: bytes) -> bytes:
+    return bytes(v & m for v, m in zip(value, mask, strict=True))
+
+
+def _first_level_at_or_below(owner: dict[str, Any], isvsvn: int, name: str) -> dict[str, Any] | None:
+    """The first (newest) ``tcbLevels`` entry whose ``tcb.isvsvn`` is <= ``isvsvn``: QE and TDX module rule."""
+    for level in _levels(owner, name):
+        if _int(level.get("tcb"), "isvsvn", name) <= isvsvn:
+            return level
+    return None
+
+
+def qe_tcb(body: dict[str, Any], qe: _dcap.SgxReportBody, *, enclave_id: str = "QE") -> tuple[str, tuple[str, ...]]:
+    """Match the QE report against a verified QE Identity body: (QE TCB status, advisory IDs).
+
+    ``enclave_id`` is the identity the quote's TEE needs: ``"QE"`` for SGX, ``"TD_QE"`` for TDX.
+    """
     name = "QE Identity"
-    if body.get("id") != "QE" or body.get("version") != 2:
+    if body.get("id") != enclave_id or body.get("version") != 2:
         raise CollateralError(f"QE Identity id {body.get('id')!r} version {body.get('version')!r} is not "
-                              "supported (QE, 2)", reason="unsupported")
+                              f"supported ({enclave_id}, 2)", reason="unsupported")
     misc = int.from_bytes(_hex(body, "miscselect", 4, name), "big")
     misc_mask = int.from_bytes(_hex(body, "miscselectMask", 4, name), "big")
     attributes = _hex(body, "attributes", 16, name)
     attr_mask = _hex(body, "attributesMask", 16, name)
-    masked_attrs = bytes(a & m for a, m in zip(qe.attributes, attr_mask, strict=True))
     if _hex(body, "mrsigner", 32, name) != qe.mr_signer:
         raise EvidenceInvalid("QE MRSIGNER does not match the QE Identity", reason="qe_identity")
     if _int(body, "isvprodid", name) != qe.isv_prod_id:
         raise EvidenceInvalid("QE ISVPRODID does not match the QE Identity", reason="qe_identity")
     if qe.misc_select & misc_mask != misc & misc_mask:
         raise EvidenceInvalid("QE MISCSELECT does not match the QE Identity", reason="qe_identity")
-    if masked_attrs != bytes(a & m for a, m in zip(attributes, attr_mask, strict=True)):
+    if _masked(qe.attributes, attr_mask) != _masked(attributes, attr_mask):
         raise EvidenceInvalid("QE ATTRIBUTES do not match the QE Identity", reason="qe_identity")
-    for level in _levels(body, name):
-        if _int(level.get("tcb"), "isvsvn", name) <= qe.isv_svn:
-            return _status_and_advisories(level, name)
-    raise EvidenceInvalid(f"QE ISVSVN {qe.isv_svn} is below every QE Identity TCB level", reason="tcb_not_supported")
+    level = _first_level_at_or_below(body, qe.isv_svn, name)
+    if level is None:
+        raise EvidenceInvalid(f"QE ISVSVN {qe.isv_svn} is below every QE Identity TCB level",
+                              reason="tcb_not_supported")
+    return _status_and_advisories(level, name)
 
 
 def combine_status(platform: str, qe: str) -> str:
-    """Intel QVL's convergence of platform and QE TCB status (see the module docstring)."""
+    """Intel QVL's convergence of a platform status with a QE (or TDX module) status (see the module docstring).
+
+    QVL's module convergence and QE convergence are the same function, so one implementation serves both.
+    """
     if qe == "Revoked":
         return "Revoked"
     if qe == "OutOfDate":
@@ -387,6 +522,16 @@ def combine_status(platform: str, qe: str) -> str:
     return platform
 
 
+_QE_IDENTITY_IDS = {"sgx": "QE", "tdx": "TD_QE"}
+
+
+def _merged(*groups: tuple[str, ...]) -> tuple[str, ...]:
+    out: list[str] = []
+    for group in groups:
+        out.extend(a for a in group if a not in out)
+    return tuple(out)
+
+
 def appraise(
     quote: _dcap.Quote,
     pck_leaf: x509.Certificate,
@@ -395,23 +540,33 @@ def appraise(
     now: datetime,
     root: x509.Certificate | None = None,
 ) -> TcbResult:
-    """Verify the collateral and compute the TCB status of an already verified SGX quote's platform and QE."""
+    """Verify the collateral and compute the TCB status of an already verified SGX or TDX quote."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware (UTC)")
     root = root if root is not None else _dcap.pinned_root()
     signer = verify_tcb_signing_chain(collateral.tcb_signing_chain, now=now, root=root,
                                       root_crl=collateral.root_crl)
     tcb_info = _verified_body(collateral.tcb_info_json, "tcbInfo", "TCB Info", signer=signer, now=now)
-    platform_status, advisories, tcb_date = platform_tcb(tcb_info, parse_pck_extensions(pck_leaf))
     qe_identity = _verified_body(collateral.qe_identity_json, "enclaveIdentity", "QE Identity", signer=signer,
                                  now=now)
-    qe_status, qe_advisories = qe_tcb(qe_identity, quote.certification.qe_report)
-    merged = advisories + tuple(a for a in qe_advisories if a not in advisories)
+    pck = parse_pck_extensions(pck_leaf)
+    module_id, module_status, module_advisories = None, None, ()
+    if isinstance(quote.body, _dcap.TdReportBody):
+        platform_status, advisories, tcb_date = tdx_platform_tcb(tcb_info, pck, quote.body)
+        module_id, module_status, module_advisories = tdx_module_tcb(tcb_info, quote.body)
+    else:
+        platform_status, advisories, tcb_date = platform_tcb(tcb_info, pck)
+    qe_status, qe_advisories = qe_tcb(qe_identity, quote.certification.qe_report,
+                                      enclave_id=_QE_IDENTITY_IDS[quote.tee])
+    status = platform_status if module_status is None else combine_status(platform_status, module_status)
     return TcbResult(
-        status=combine_status(platform_status, qe_status),
-        advisory_ids=merged,
+        status=combine_status(status, qe_status),
+        advisory_ids=_merged(advisories, module_advisories, qe_advisories),
         platform_status=platform_status,
         qe_status=qe_status,
         tcb_date=tcb_date,
         qe_advisory_ids=qe_advisories,
+        tdx_module_id=module_id,
+        tdx_module_status=module_status,
+        tdx_module_advisory_ids=module_advisories,
     )

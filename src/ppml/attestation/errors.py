@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from ppml.errors import AttestationError, CollateralError, EvidenceInvalid, PolicyDenied
+from ppml.errors import AttestationError, CollateralError, EvidenceInvalid, NoTeeError, PolicyDenied
 
-__all__ = ["AttestationError", "CollateralError", "EvidenceInvalid", "PolicyDenied"]
+__all__ = ["AttestationError", "CollateralError", "EvidenceInvalid", "NoTeeError", "PolicyDenied"]

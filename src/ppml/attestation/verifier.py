@@ -13,10 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ppml.attestation import _dcap
 from ppml.attestation.claims import Claims, verify_sgx_quote, verify_tdx_quote
 from ppml.attestation.evidence import REPORT_DATA_SIZE, Evidence
 from ppml.attestation.snp import verify_snp_report
@@ -65,36 +63,14 @@ def _check_binding(claims: Claims, expected: bytes) -> Claims:
     return claims
 
 
-def _dcap_collateral(evidence: Evidence, settings: VerifierSettings, now: datetime) -> object | None:
-    source = settings.collateral
-    if source is None:
-        return None
-    parsed = _dcap.parse_quote(evidence.quote)
-    if parsed.certification.cert_data_type != 5:
-        raise EvidenceInvalid("the quote carries no PCK certificate chain (certification data type "
-                              f"{parsed.certification.cert_data_type}), so its collateral cannot be chosen",
-                              reason="pck_chain")
-    leaf = _dcap.load_pck_chain(parsed.certification.cert_data)[0]
-    fmspc, ca = _pck_fmspc_and_ca(leaf)
-    return source.collateral_for(tee=evidence.tee, fmspc=fmspc, ca=ca, now=now)  # type: ignore[attr-defined]
-
-
-def _pck_fmspc_and_ca(leaf: x509.Certificate) -> tuple[bytes, str]:
-    from ppml.attestation.collateral import parse_pck_extensions
-
-    issuer = leaf.issuer.rfc4514_string()
-    ca = "processor" if "Processor" in issuer else "platform"
-    return parse_pck_extensions(leaf).fmspc, ca
-
-
 def _verify_sgx(evidence: Evidence, settings: VerifierSettings, now: datetime, expected: bytes) -> Claims:
-    collateral = _dcap_collateral(evidence, settings, now)
-    return _check_binding(verify_sgx_quote(evidence.quote, now=now, collateral=collateral), expected)  # type: ignore[arg-type]
+    claims = verify_sgx_quote(evidence.quote, now=now, collateral=settings.collateral)  # type: ignore[arg-type]
+    return _check_binding(claims, expected)
 
 
 def _verify_tdx(evidence: Evidence, settings: VerifierSettings, now: datetime, expected: bytes) -> Claims:
-    collateral = _dcap_collateral(evidence, settings, now)
-    return _check_binding(verify_tdx_quote(evidence.quote, now=now, collateral=collateral), expected)  # type: ignore[arg-type]
+    claims = verify_tdx_quote(evidence.quote, now=now, collateral=settings.collateral)  # type: ignore[arg-type]
+    return _check_binding(claims, expected)
 
 
 def _verify_snp(evidence: Evidence, settings: VerifierSettings, now: datetime, expected: bytes) -> Claims:
@@ -119,7 +95,8 @@ def _verify_token(evidence: Evidence, settings: VerifierSettings, now: datetime,
         token = evidence.quote.decode("ascii")
     except UnicodeDecodeError:
         raise EvidenceInvalid(f"{evidence.tee} evidence must be a JWT", reason="malformed") from None
-    issuer = tokens.unverified_issuer(token)
+    # Only to choose the issuer's keys; the issuer is then verified against the signature like every claim.
+    issuer = str(tokens.insecure_parse_unverified(token)[1].get("iss", ""))
     keys = settings.token_issuers.get(issuer)
     if keys is None:
         raise EvidenceInvalid(f"token issuer {issuer!r} is not trusted by this verifier", reason="untrusted_root")

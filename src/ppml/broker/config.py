@@ -95,12 +95,19 @@ class BrokerConfig:
             simulator_public_keys=paths("simulator_public_keys"),
             session_ttl_seconds=float(ttl),
             collateral=_resolve_option_paths(doc.get("collateral", {}), base),
-            token_issuers=doc.get("token_issuers", {}),
+            token_issuers={issuer: _resolve_option_paths(options, base)
+                           for issuer, options in _object(doc.get("token_issuers", {}), "token_issuers").items()},
             listen=str(doc.get("listen", "127.0.0.1:8443")),
         )
 
 
-_PATH_OPTIONS = {"path", "passphrase_file", "offline_bundle", "cache_dir", "ca_file"}
+_PATH_OPTIONS = {"path", "passphrase_file", "offline_bundle", "cache_dir", "ca_file", "jwks_file"}
+
+
+def _object(value: object, key: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"broker configuration: {key} must be an object")
+    return value
 
 
 def _resolve_option_paths(options: object, base: Path) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from cryptography.hazmat.primitives import serialization
@@ -40,19 +42,40 @@ def verifier_settings(config: BrokerConfig) -> VerifierSettings:
     """Trust anchors beyond the pinned vendor roots: collateral source, simulator keys, token issuers."""
     collateral = None
     if config.collateral:
-        from ppml.attestation import collateral_source
-
-        collateral = collateral_source.from_options(config.collateral)
+        collateral = _collateral_source(config.collateral)
     issuers = {}
     if config.token_issuers:
         from ppml.attestation import tokens
 
-        issuers = {issuer: tokens.jwks_from_options(options) for issuer, options in config.token_issuers.items()}
+        issuers = {issuer: _jwks_source(tokens, issuer, options) for issuer, options in config.token_issuers.items()}
     simulators = load_public_keys(config.simulator_public_keys, "simulator")
     if simulators:
         log.warning("this broker trusts %d SIMULATED TEE key(s): evidence signed by them proves nothing about "
                     "the hardware; never use this with real data", len(simulators))
     return VerifierSettings(collateral=collateral, simulator_keys=tuple(simulators), token_issuers=issuers)
+
+
+def _collateral_source(options: Mapping[str, Any]) -> Any:  # noqa: ANN401 - a CollateralSource
+    """Intel collateral for SGX/TDX TCB appraisal: an offline bundle directory, or a PCS/PCCS URL (cached)."""
+    from ppml.attestation.collateral_source import OfflineBundle, PcsClient
+
+    if "offline_bundle" in options:
+        return OfflineBundle(options["offline_bundle"])
+    if "pcs_url" in options:
+        return PcsClient(options["pcs_url"], cache_dir=options.get("cache_dir"), verify=options.get("ca_file"))
+    raise ConfigError("broker configuration: collateral needs offline_bundle or pcs_url")
+
+
+def _jwks_source(tokens: Any, issuer: str, options: object) -> Any:  # noqa: ANN401 - module and JwksSource
+    """The signing keys of one token issuer: a JWKS file (offline) or a JWKS URL fetched over verified TLS."""
+    if not isinstance(options, dict) or len({"jwks_file", "jwks_url"} & set(options)) != 1:
+        raise ConfigError(f"token issuer {issuer!r}: give exactly one of jwks_file or jwks_url")
+    if "jwks_file" in options:
+        try:
+            return tokens.StaticJwks(Path(options["jwks_file"]).read_bytes())
+        except OSError as error:
+            raise ConfigError(f"token issuer {issuer!r}: cannot read {options['jwks_file']}: {error}") from None
+    return tokens.JwksUrl(options["jwks_url"], verify=options.get("ca_file") or True)
 
 
 def build_broker(config: BrokerConfig) -> Broker:
