@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from cryptography import x509
 
 from ppml._atomic import atomic_write_bytes
+from ppml._tls import tls_context
 from ppml.attestation import _dcap
 from ppml.attestation.collateral import MAX_COLLATERAL_JSON, Collateral, parse_pck_extensions, signed_json_value
 from ppml.attestation.errors import CollateralError, EvidenceInvalid
@@ -189,12 +190,7 @@ def _https(url: str, what: str) -> str:
 def _tls_context(verify: str | os.PathLike[str] | None) -> ssl.SSLContext:
     if isinstance(verify, bool):
         raise ConfigError("verify must be a CA bundle path or None; TLS verification cannot be turned off")
-    if verify is None:
-        return ssl.create_default_context()
-    try:
-        return ssl.create_default_context(cafile=os.fspath(verify))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"CA bundle {os.fspath(verify)!r} cannot be loaded: {exc}") from exc
+    return tls_context(verify, what="Intel PCS/PCCS")
 
 
 class PcsClient:

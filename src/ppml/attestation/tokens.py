@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from ppml._tls import tls_context
 from ppml.attestation import _jws
 from ppml.attestation._jws import Jwk
 from ppml.attestation.claims import Claims
@@ -143,16 +144,9 @@ class StaticJwks:
         return found
 
 
-def _tls_verify(url: str, verify: bool | str | os.PathLike[str]) -> bool | ssl.SSLContext:
-    """``True`` (system/certifi roots) or a context trusting only ``verify``; turning TLS checks off is refused."""
-    if verify is False:
-        raise ConfigError(f"TLS verification for the JWKS at {url} cannot be turned off; pass a CA bundle path")
-    if verify is True:
-        return True
-    try:
-        return ssl.create_default_context(cafile=os.fspath(verify))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"CA bundle {os.fspath(verify)!r} for the JWKS at {url} cannot be loaded: {exc}") from None
+def _tls_verify(url: str, verify: bool | str | os.PathLike[str]) -> ssl.SSLContext:
+    """A context trusting the system roots (``True``) or only ``verify``; turning TLS checks off is refused."""
+    return tls_context(verify, what=f"the JWKS at {url}")
 
 
 class JwksUrl:

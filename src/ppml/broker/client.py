@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ppml._b64 import b64url, unb64url
+from ppml._tls import tls_context
 from ppml.attestation.evidence import Attester, report_data
 from ppml.broker import jwe, jws
 from ppml.broker.service import ADMIN_AUDIENCE
@@ -37,7 +38,8 @@ def http_client(url: str, *, ca_file: str | None, insecure_http: bool, timeout: 
         log.warning("talking to key broker %s over plain HTTP: anyone on the network can read and alter it", url)
     elif not url.startswith("https://"):
         raise ConfigError(f"invalid key broker URL {url!r}: expected https://host:port")
-    return httpx.Client(base_url=url.rstrip("/"), verify=ca_file if ca_file else True, timeout=timeout)
+    return httpx.Client(base_url=url.rstrip("/"), verify=tls_context(ca_file, what=f"the key broker at {url}"),
+                        timeout=timeout)
 
 
 def _check(response: httpx.Response, action: str) -> Any:  # noqa: ANN401 - JSON

@@ -132,6 +132,7 @@ class BackgroundBroker:
         self.url = f"https://{host}:{self.port}"
         self._server = uvicorn.Server(uvicorn.Config(
             create_app(self.broker), log_level="warning", access_log=False, lifespan="off", http="httptools",
+            timeout_graceful_shutdown=2,
             ssl_certfile=str(config.tls_certificate), ssl_keyfile=str(config.tls_private_key)))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]},
                                         name="ppml-broker", daemon=True)

@@ -45,7 +45,7 @@ class Broker:
                  clock: Callable[[], datetime] = utcnow, metrics: Metrics | None = None) -> None:
         self.store = store
         self.verifier = verifier
-        self.sessions = sessions or SessionTable()
+        self.sessions = sessions if sessions is not None else SessionTable()  # an empty table is falsy
         self.admin = admin
         self.metrics = metrics or Metrics()
         self._token_key = token_key

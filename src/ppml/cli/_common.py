@@ -37,16 +37,19 @@ def keystore_options(command: F) -> F:
     @click.option("--attester", envvar="PPML_ATTESTER", show_envvar=True, default="auto", show_default=True,
                   type=click.Choice(["auto", "gramine", "tsm", "simulated"]),
                   help="How to attest to the key broker (simulated: development only).")
+    @click.option("--simulator-key", envvar="PPML_SIMULATOR_KEY", show_envvar=True, default=None,
+                  type=click.Path(dir_okay=False), help="Signing key of the simulated TEE (with --attester simulated).")
     @functools.wraps(command)
     def wrapper(*args: Any, keystore: str | None, passphrase_file: str | None, kbs_url: str | None,
-                kbs_ca_file: str | None, kbs_admin_key: str | None, attester: str, **kwargs: Any) -> Any:
+                kbs_ca_file: str | None, kbs_admin_key: str | None, attester: str, simulator_key: str | None,
+                **kwargs: Any) -> Any:
         local: dict[str, Any] = {"passphrase_file": passphrase_file} if passphrase_file else {}
         if keystore:
             local["path"] = keystore
         options: dict[str, dict[str, Any]] = {"local": local}
         if kbs_url:
             options["kbs"] = {"url": kbs_url, "ca_file": kbs_ca_file, "admin_key": kbs_admin_key,
-                              "attester": attester}
+                              "attester": attester, "simulator_key": simulator_key}
         return command(*args, keyring=KeyRing(options), **kwargs)
 
     return wrapper  # type: ignore[return-value]
