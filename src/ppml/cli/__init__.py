@@ -14,6 +14,7 @@ import click
 from rich.markup import escape
 
 from ppml.cli._common import console
+from ppml.cli.attest import attest
 from ppml.cli.broker import broker
 from ppml.cli.crypt import decrypt, encrypt, inspect
 from ppml.cli.demo import demo
@@ -40,7 +41,7 @@ def cli(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
 
 
-for command in (keys, encrypt, decrypt, inspect, example, demo, tpch, broker):
+for command in (keys, encrypt, decrypt, inspect, example, demo, tpch, broker, attest):
     cli.add_command(command)
 
 

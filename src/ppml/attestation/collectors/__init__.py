@@ -63,7 +63,8 @@ def detect_attester(*, allow_simulated: bool = False, simulator_key_path: str | 
         return _simulated(simulator_key_path)
     raise NoTeeError(f"no TEE found: probed {gramine_root / 'quote'} (Gramine SGX) and {tsm_root} (configfs-tsm: "
                      "TDX, SEV-SNP). To develop without a TEE, opt in to the simulated TEE, which proves nothing: "
-                     "detect_attester(allow_simulated=True) or attester_by_name('simulated')")
+                     "--attester simulated on the command line, attester='simulated' in kbs: options, or "
+                     "detect_attester(allow_simulated=True)")
 
 
 def attester_by_name(name: str, *, simulator_key_path: str | Path | None = None) -> Attester:
