@@ -19,7 +19,7 @@ from ppml.broker.server import BackgroundBroker
 from ppml.broker.setup import init_broker
 from ppml.errors import KeyProviderError
 from ppml.kms import KeyRing
-from ppml.kms.kbs import KbsKeyManagement, _load_admin_key
+from ppml.kms.kbs import KbsKeyManagement, _load_admin_key, forget_cached_keys
 from ppml.testing.simulated_tee import load_or_create_simulator_key
 from ppml.workloads.workspace import Workspace
 
@@ -81,3 +81,4 @@ def attested_broker(work: Workspace, key_name: str, say: Callable[[str], None]) 
                                  workload_keyring=KeyRing({"kbs": workload}))
         finally:
             admin.close()
+            forget_cached_keys()  # close this process's broker connections before the broker stops
