@@ -370,7 +370,7 @@ def test_bad_values_rejected(changes: dict[str, Any], message: str) -> None:
 
 
 def test_nan_age_in_json_rejected() -> None:
-    with pytest.raises(ConfigError, match="finite number"):
+    with pytest.raises(ConfigError, match="NaN is not JSON"):
         Policy.from_json('{"allowed_tees": ["simulated"], "max_evidence_age_seconds": NaN}')
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from ppml._json import strict_loads
 from ppml.attestation.errors import CollateralError, EvidenceInvalid
 
 MAX_TOKEN_CHARS = 1 << 20  # real tokens are a few KiB; bound the work an attacker can ask for
@@ -54,17 +54,6 @@ def b64url_decode(text: str, what: str) -> bytes:
     return data
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ValueError(f"duplicate key {key!r}")
-        obj[key] = value
-    return obj
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def strict_json_object(data: bytes | str, what: str) -> dict[str, Any]:
@@ -74,7 +63,7 @@ def strict_json_object(data: bytes | str, what: str) -> dict[str, Any]:
     """
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        value = strict_loads(text)
     except ValueError as exc:  # includes UnicodeDecodeError and JSONDecodeError
         raise ValueError(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):

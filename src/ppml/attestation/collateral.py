@@ -54,6 +54,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from ppml._json import STRICT_DECODER, strict_loads
 from ppml.attestation import _dcap, _der
 from ppml.attestation.errors import CollateralError, EvidenceInvalid
 
@@ -172,14 +173,6 @@ class TcbResult:
         return out
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise CollateralError(f"duplicate JSON key {key!r} in collateral", reason="malformed")
-        out[key] = value
-    return out
-
 
 def signed_json_value(document: bytes, key: str, name: str) -> tuple[bytes, bytes]:
     """Return (exact bytes of the top-level ``key`` value, raw signature) from a signed collateral document."""
@@ -189,7 +182,7 @@ def signed_json_value(document: bytes, key: str, name: str) -> tuple[bytes, byte
         text = document.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CollateralError(f"{name} is not UTF-8", reason="malformed") from exc
-    decoder = json.JSONDecoder(object_pairs_hook=_no_duplicates)
+    decoder = STRICT_DECODER
     spans: dict[str, tuple[int, int, Any]] = {}
 
     def skip_ws(i: int) -> int:
@@ -297,7 +290,10 @@ def _verified_body(document: bytes, key: str, name: str, *, signer: ec.EllipticC
     signed, signature = signed_json_value(document, key, name)
     if not _dcap._ecdsa_ok(signer, signature, signed):
         raise CollateralError(f"{name} signature does not verify with the TCB signing key", reason="signature")
-    body = json.loads(signed, object_pairs_hook=_no_duplicates)
+    try:
+        body = strict_loads(signed)
+    except ValueError as exc:  # the signature verified, but a repeated key would still be ambiguous
+        raise CollateralError(f"{name} {key} is not valid JSON: {exc}", reason="malformed") from None
     if not isinstance(body, dict):
         raise CollateralError(f"{name} {key} is not a JSON object", reason="malformed")
     issue, next_update = _time(body, "issueDate", name), _time(body, "nextUpdate", name)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from ppml._json import DuplicateKey, strict_loads
 from ppml.errors import ConfigError, PolicyDenied
 
 __all__ = ["Decision", "Policy", "PolicyDenied", "SgxReference", "SnpReference", "TdxReference"]
@@ -185,7 +186,9 @@ class Policy:
     def from_json(cls, text: str | bytes) -> Policy:
         """Parse a JSON policy document; duplicated keys are rejected like unknown ones."""
         try:
-            document = json.loads(text, object_pairs_hook=_no_duplicates)
+            document = strict_loads(text)
+        except DuplicateKey as exc:
+            raise ConfigError(f"policy key {exc.key}: given more than once") from None
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             raise ConfigError(f"policy is not valid JSON: {exc}") from None
         return cls.from_dict(document)
@@ -378,14 +381,6 @@ _SGX_KEYS = frozenset({"mrenclave", "mrsigner", "isvprodid", "min_isvsvn"})
 _TDX_KEYS = frozenset(_TDX_REGISTERS)
 _SNP_KEYS = frozenset({"measurement", "required_policy_bits", "forbidden_policy_bits"})
 
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ConfigError(f"policy key {key}: given more than once")
-        result[key] = value
-    return result
 
 
 def _object(value: object, where: str) -> Mapping[str, Any]:

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
 from ppml._b64 import b64url, unb64url
+from ppml._json import strict_loads
 from ppml.errors import InvalidRequest, ResourceDecryptError
 
 __all__ = ["ALG_EC", "ALG_RSA", "ENC", "PublicKey", "decrypt", "encrypt", "jwk_from_public_key",
@@ -247,7 +248,7 @@ def _parse_message(jwe: Mapping[str, Any]) -> dict[str, bytes]:
 
 def _parse_header(raw: bytes, unprotected: object) -> dict[str, Any]:
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        header = strict_loads(raw.decode("utf-8"))
     except ValueError:
         raise ResourceDecryptError("cannot decrypt the resource: the protected header is not a JSON object, "
                                    "or repeats a member") from None
@@ -321,11 +322,3 @@ def _unwrap_rsa(encrypted_key: bytes, private_key: rsa.RSAPrivateKey) -> bytes:
         cek = os.urandom(_CEK_SIZE)
     return cek
 
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate member {key!r}")
-        result[key] = value
-    return result

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from ppml._atomic import atomic_write_bytes
 from ppml._b64 import b64url, unb64url
+from ppml._json import strict_loads
 from ppml.errors import AuthenticationError, ConfigError
 
 __all__ = ["AdminVerifier", "issue_admin_token", "load_ed25519_public_key", "load_or_create_ed25519_key", "sign",
@@ -119,8 +120,7 @@ def _decode(segment: str, part: str) -> bytes:
 
 def _decode_json(segment: str, part: str) -> dict[str, Any]:
     try:
-        value = json.loads(_decode(segment, part).decode("utf-8"), object_pairs_hook=_no_duplicates,
-                           parse_constant=_no_constant)
+        value = strict_loads(_decode(segment, part).decode("utf-8"))
     except ValueError as error:
         raise AuthenticationError(f"token {part} is not valid JSON: {error}") from None
     if not isinstance(value, dict):
@@ -128,17 +128,6 @@ def _decode_json(segment: str, part: str) -> dict[str, Any]:
     return value
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate member {key!r}")
-        result[key] = value
-    return result
-
-
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _timestamp(now: datetime) -> float:
