@@ -22,6 +22,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/crypto.py
+	$(BIN)/python bench/kbs.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache

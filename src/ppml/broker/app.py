@@ -1,7 +1,11 @@
 """The broker's HTTP face: an ASGI app (Starlette) mapping the KBS protocol and the admin API onto :class:`Broker`.
 
-Handlers are plain functions, which Starlette runs in a worker thread: verification and SQLite calls block, and
-must not stall the event loop that accepts other clients.
+Handlers are plain functions. Those that may wait run in a worker thread, so as not to stall the event loop that
+serves every other client: evidence verification (it may fetch collateral), admin calls (they fsync), and releases
+when the storage KMS may be remote. Those that only touch memory (auth, health, metrics, OpenAPI) run on the loop,
+and so do releases when the storage KMS is local (then a release is a few in-memory lookups, one JWE and one
+non-durable SQLite append, well under a millisecond): the hop to a worker thread and back, with the GIL handoffs
+it causes, cost more CPU than such a handler itself (``bench/kbs.py``).
 """
 
 from __future__ import annotations
@@ -29,8 +33,11 @@ _ERROR_TYPE = "https://ppml.dev/kbs/errors/"
 _MAX_BODY = 1 << 20  # evidence with certificate chains is a few KiB; anything near 1 MiB is abuse
 
 
-def create_app(broker: Broker, *, secure_cookies: bool = True) -> Starlette:
-    """The ASGI app serving ``broker``; ``secure_cookies=False`` only for the explicit plain-HTTP mode."""
+def create_app(broker: Broker, *, secure_cookies: bool = True, release_on_loop: bool = False) -> Starlette:
+    """The ASGI app serving ``broker``; ``secure_cookies=False`` only for the explicit plain-HTTP mode.
+
+    ``release_on_loop`` runs releases on the event loop: only for a storage KMS that never waits on the network.
+    """
 
     def auth(request: Request, body: Any) -> Response:
         session = broker.auth(body)
@@ -108,9 +115,10 @@ def create_app(broker: Broker, *, secure_cookies: bool = True) -> Starlette:
 
     resource_path = "/{repository}/{type}/{tag}"
     routes = [
-        Route("/kbs/v0/auth", _endpoint(broker, auth, "auth"), methods=["POST"]),
+        Route("/kbs/v0/auth", _endpoint(broker, auth, "auth", on_loop=True), methods=["POST"]),
         Route("/kbs/v0/attest", _endpoint(broker, attest, "attest"), methods=["POST"]),
-        Route("/kbs/v0/resource" + resource_path, _endpoint(broker, resource, "resource"), methods=["GET"]),
+        Route("/kbs/v0/resource" + resource_path, _endpoint(broker, resource, "resource", on_loop=release_on_loop),
+              methods=["GET"]),
         Route("/kbs/v0/admin/resource" + resource_path, _endpoint(broker, admin_resource, "admin"),
               methods=["GET", "PUT", "DELETE"]),
         Route("/kbs/v0/admin/resources", _endpoint(broker, admin_resources, "admin"), methods=["GET"]),
@@ -119,9 +127,9 @@ def create_app(broker: Broker, *, secure_cookies: bool = True) -> Starlette:
         Route("/kbs/v0/admin/policies", _endpoint(broker, admin_policies, "admin"), methods=["GET"]),
         Route("/kbs/v0/admin/audit", _endpoint(broker, admin_audit, "admin"), methods=["GET"]),
         Route("/kbs/v0/admin/audit/verify", _endpoint(broker, admin_audit_verify, "admin"), methods=["GET"]),
-        Route("/metrics", _endpoint(broker, metrics, "metrics"), methods=["GET"]),
-        Route("/healthz", _endpoint(broker, health, "health"), methods=["GET"]),
-        Route("/openapi.json", _endpoint(broker, openapi, "openapi"), methods=["GET"]),
+        Route("/metrics", _endpoint(broker, metrics, "metrics", on_loop=True), methods=["GET"]),
+        Route("/healthz", _endpoint(broker, health, "health", on_loop=True), methods=["GET"]),
+        Route("/openapi.json", _endpoint(broker, openapi, "openapi", on_loop=True), methods=["GET"]),
     ]
     return Starlette(routes=routes)
 
@@ -129,15 +137,19 @@ def create_app(broker: Broker, *, secure_cookies: bool = True) -> Starlette:
 _Handler = Callable[[Request, Any], Response]
 
 
-def _endpoint(broker: Broker, handler: _Handler, name: str) -> Callable[[Request], Awaitable[Response]]:
-    """Wrap a handler: read and parse the JSON body, map errors to problem responses, record metrics."""
+def _endpoint(broker: Broker, handler: _Handler, name: str, *,
+              on_loop: bool = False) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap a handler: read and parse the JSON body, map errors to problem responses, record metrics.
+
+    The handler runs in a worker thread unless ``on_loop``: then it must never wait on I/O.
+    """
     from starlette.concurrency import run_in_threadpool
 
     async def endpoint(request: Request) -> Response:
         started = time.perf_counter()
         try:
             body = await _json_body(request)
-            response = await run_in_threadpool(handler, request, body)
+            response = handler(request, body) if on_loop else await run_in_threadpool(handler, request, body)
         except PPMLError as error:
             response = _problem(error)
         except Exception:  # never leak a traceback (or a secret in it) to a client

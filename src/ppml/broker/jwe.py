@@ -175,9 +175,14 @@ def _int_bytes(value: int) -> bytes:
 # -- encryption ------------------------------------------------------------------------------------------------
 
 
-def encrypt(plaintext: bytes, recipient_jwk: Mapping[str, Any]) -> dict[str, str]:
-    """Encrypt ``plaintext`` to the holder of the private half of ``recipient_jwk``; return the flattened JWE."""
-    recipient = public_key_from_jwk(recipient_jwk)
+def encrypt(plaintext: bytes, recipient_jwk: Mapping[str, Any] | PublicKey) -> dict[str, str]:
+    """Encrypt ``plaintext`` to the holder of the private half of ``recipient_jwk``; return the flattened JWE.
+
+    A public key already validated by :func:`public_key_from_jwk` may be passed instead of the JWK (the broker
+    parses a session's key once, not at every release).
+    """
+    recipient = (recipient_jwk if isinstance(recipient_jwk, ec.EllipticCurvePublicKey | rsa.RSAPublicKey)
+                 else public_key_from_jwk(recipient_jwk))
     cek = os.urandom(_CEK_SIZE)
     header: dict[str, Any]
     if isinstance(recipient, ec.EllipticCurvePublicKey):

@@ -78,6 +78,16 @@ def _jwks_source(tokens: Any, issuer: str, options: object) -> Any:  # noqa: ANN
     return tokens.JwksUrl(options["jwks_url"], verify=options.get("ca_file") or True)
 
 
+# Storage KMS schemes whose unwrap never waits on the network (the local keystore reads a local file), so that a
+# release, which unwraps after every admin write clears the store's cache, may run on the event loop.
+_LOCAL_STORAGE_SCHEMES = frozenset({"local"})
+
+
+def release_on_loop(config: BrokerConfig) -> bool:
+    """Whether releases may run on the event loop: yes when the storage KMS is local (see ``ppml.broker.app``)."""
+    return config.storage_key_uri.partition(":")[0] in _LOCAL_STORAGE_SCHEMES
+
+
 def build_broker(config: BrokerConfig) -> Broker:
     """The broker described by ``config``: store, verifier, token key and admin keys."""
     ring = KeyRing(config.storage_kms)
@@ -102,7 +112,7 @@ def serve(config: BrokerConfig, *, host: str | None = None, port: int | None = N
         log.warning("serving the key broker over PLAIN HTTP on %s:%d: keys travel JWE-wrapped, but sessions and "
                     "admin tokens can be stolen; development only", host, port)
     broker = build_broker(config)
-    app = create_app(broker, secure_cookies=tls)
+    app = create_app(broker, secure_cookies=tls, release_on_loop=release_on_loop(config))
     uvicorn_config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False, lifespan="off", http="httptools",
         ssl_certfile=str(config.tls_certificate) if tls else None,
@@ -131,7 +141,8 @@ class BackgroundBroker:
         self.port = self._socket.getsockname()[1]
         self.url = f"https://{host}:{self.port}"
         self._server = uvicorn.Server(uvicorn.Config(
-            create_app(self.broker), log_level="warning", access_log=False, lifespan="off", http="httptools",
+            create_app(self.broker, release_on_loop=release_on_loop(config)), log_level="warning",
+            access_log=False, lifespan="off", http="httptools",
             timeout_graceful_shutdown=2,
             ssl_certfile=str(config.tls_certificate), ssl_keyfile=str(config.tls_private_key)))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]},

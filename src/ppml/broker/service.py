@@ -69,13 +69,13 @@ class Broker:
         session = self.sessions.get(session_id, now)
         self.sessions.begin_attestation(session)
         try:
-            tee_pubkey, evidence = self._parse_attest(session, request)
+            tee_pubkey, tee_key, evidence = self._parse_attest(session, request)
             expected = report_data(session.nonce, tee_pubkey)
             claims = self.verifier.verify(evidence, report_data=expected, now=now)
         except (AttestationError, BrokerError) as error:
             self._refuse("attest", session.tee, error, session=session)
             raise
-        session.claims, session.tee_pubkey, session.attested_at = claims, tee_pubkey, now
+        session.claims, session.tee_pubkey, session.tee_key, session.attested_at = claims, tee_pubkey, tee_key, now
         if claims.tee == "simulated":
             log.warning("session attested with a SIMULATED TEE: its evidence proves nothing about the code that runs")
         session.token = jws.sign({
@@ -90,7 +90,7 @@ class Broker:
                            outcome="verified")
         return session.token
 
-    def _parse_attest(self, session: Session, request: object) -> tuple[Mapping[str, Any], Evidence]:
+    def _parse_attest(self, session: Session, request: object) -> tuple[Mapping[str, Any], Any, Evidence]:
         body = _object(request, "attest request")
         runtime = body.get("runtime-data")
         if runtime is not None:
@@ -103,14 +103,14 @@ class Broker:
             tee_pubkey = body.get("tee-pubkey")
         tee_pubkey = _object(tee_pubkey, "tee-pubkey")
         try:
-            jwe.public_key_from_jwk(tee_pubkey)
+            tee_key = jwe.public_key_from_jwk(tee_pubkey)
         except PPMLError as error:
             raise BrokerError(f"tee-pubkey: {error}") from None
         evidence = Evidence.from_json(_object(body.get("tee-evidence"), "tee-evidence"))
         if evidence.tee != session.tee:
             raise BrokerError(f"evidence is from a {evidence.tee!r} TEE but the session was opened for "
                               f"{session.tee!r}")
-        return tee_pubkey, evidence
+        return tee_pubkey, tee_key, evidence
 
     # -- release ---------------------------------------------------------------------------------------------
 
@@ -122,7 +122,7 @@ class Broker:
             error = BrokerError("the session has not attested: POST /kbs/v0/attest first", status=401)
             self._refuse("release", path, error, session=session)
             raise error
-        assert session.claims is not None and session.tee_pubkey is not None
+        assert session.claims is not None and session.tee_key is not None
         try:
             resource = self.store.get_resource(path)
             policy = self.store.get_policy(resource.policy)
@@ -130,14 +130,12 @@ class Broker:
         except (PolicyDenied, BrokerError, PPMLError) as error:
             self._refuse("release", path, error, session=session)
             raise
-        envelope = jwe.encrypt(resource.value, session.tee_pubkey)
+        envelope = jwe.encrypt(resource.value, session.tee_key)
         self.store.append_audit("release", subject=path, outcome="released",
                                 detail={"session": _short_id(session.id), "tee": decision.tee,
                                         "version": resource.version, "policy": resource.policy,
                                         "simulated": decision.simulated})
         self.metrics.count("kbs_releases_total", "Resource requests by outcome.", outcome="released")
-        if decision.simulated:
-            log.warning("released %s to a SIMULATED TEE (policy %s allows it)", path, resource.policy)
         return envelope
 
     def _refuse(self, event: str, subject: str, error: Exception, *, session: Session) -> None:

@@ -32,6 +32,7 @@ class Session:
     expires_at: datetime
     claims: Claims | None = None
     tee_pubkey: Mapping[str, Any] | None = None
+    tee_key: Any = field(default=None, repr=False)  # tee_pubkey, parsed and validated once
     attested_at: datetime | None = None
     token: str | None = None
     _attest_started: bool = field(default=False, repr=False)
