@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ppml._secrets import SecretKey
-from ppml.errors import ConfigError, KeyNotFound, KeyProviderError
+from ppml.errors import BrokerError, ConfigError, KeyNotFound, KeyProviderError
 from ppml.kms import _key_table
 from ppml.kms._base import KeyInfo, KeyManagementService
 
@@ -84,11 +84,7 @@ class KbsKeyManagement(KeyManagementService):
             cached = _CACHE.get(cache_key)
             if cached is not None and time.monotonic() < cached[0]:
                 return cached[1]
-        raw = self._admin().get_resource(path) if owner else self._tee_client().get_resource(path)
-        try:
-            table = _key_table.check_entry(json.loads(raw), self.key_uri(name))
-        except ValueError:
-            raise KeyProviderError(f"broker resource {path} is not a ppml key table") from None
+        table = self._admin_entry(name) if owner else self._parse(name, self._released(name))
         with _LOCK:
             _CACHE[cache_key] = (time.monotonic() + self._ttl, table)
         return table
@@ -128,14 +124,24 @@ class KbsKeyManagement(KeyManagementService):
         return [_key_table.info(self.key_uri(n), self._admin_entry(n)) for n in names]
 
     def _admin_entry(self, name: str) -> dict[str, Any]:
-        path = self.resource_path(name)
+        return self._parse(name, self._fetch(name, lambda path: self._admin().get_resource(path)))
+
+    def _released(self, name: str) -> bytes:
+        return self._fetch(name, lambda path: self._tee_client().get_resource(path))
+
+    def _fetch(self, name: str, get: Any) -> bytes:  # noqa: ANN401 - a callable path -> bytes
         try:
-            raw = self._admin().get_resource(path)
-        except Exception as error:
-            if getattr(error, "status", None) == 404:
+            return bytes(get(self.resource_path(name)))
+        except BrokerError as error:
+            if error.status == 404:
                 raise KeyNotFound(f"no key {self.key_uri(name)} in the broker at {self.url}") from None
             raise
-        return _key_table.check_entry(json.loads(raw), self.key_uri(name))
+
+    def _parse(self, name: str, raw: bytes) -> dict[str, Any]:
+        try:
+            return _key_table.check_entry(json.loads(raw), self.key_uri(name))
+        except ValueError:
+            raise KeyProviderError(f"broker resource {self.resource_path(name)} is not a ppml key table") from None
 
     def _store(self, name: str, entry: dict[str, Any]) -> None:
         path = self.resource_path(name)
