@@ -51,7 +51,9 @@ def _check(response: httpx.Response, action: str) -> Any:  # noqa: ANN401 - JSON
     except ValueError:
         problem, detail = {}, response.text
     if response.status_code == 403 and problem.get("rule"):
-        raise PolicyDenied(f"the key broker refused to {action}: {detail}", rule=problem["rule"])
+        rule = str(problem["rule"])
+        detail = detail.removeprefix(f"rule {rule}: ")  # PolicyDenied adds it back, once
+        raise PolicyDenied(f"the key broker refused to {action}: {detail}", rule=rule)
     raise BrokerError(f"the key broker refused to {action} (HTTP {response.status_code}): {detail}",
                       status=response.status_code)
 
@@ -59,6 +61,12 @@ def _check(response: httpx.Response, action: str) -> Any:  # noqa: ANN401 - JSON
 def _send(http: httpx.Client, method: str, path: str, action: str, **kwargs: Any) -> Any:  # noqa: ANN401
     try:
         response = http.request(method, path, **kwargs)
+    except httpx.ConnectError as error:
+        if "CERTIFICATE_VERIFY_FAILED" in str(error) or "certificate" in str(error).lower():
+            raise BrokerError(f"the key broker at {http.base_url} presented a TLS certificate that does not verify "
+                              f"against the trusted CA (check the CA file): {error}", status=495) from None
+        raise BrokerError(f"cannot reach the key broker at {http.base_url} to {action}: {error}",
+                          status=503) from None
     except httpx.HTTPError as error:
         raise BrokerError(f"cannot reach the key broker at {http.base_url} to {action}: {error}",
                           status=503) from None

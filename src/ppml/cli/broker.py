@@ -110,7 +110,10 @@ def set_policy(name: str, policy_file: str, client: Any) -> None:  # noqa: ANN40
     from ppml.attestation.policy import Policy
 
     document = _read_json(policy_file)
-    Policy.from_dict(document)  # fail here, naming the file's problem, before anything is sent
+    try:
+        Policy.from_dict(document)  # fail here, naming the file's problem, before anything is sent
+    except ConfigError as error:
+        raise ConfigError(f"{policy_file}: {error}") from None
     client.put_policy(name, document)
     console.print(f"policy {name} set")
 
