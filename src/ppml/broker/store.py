@@ -26,8 +26,10 @@ chain; keep the file private (it is created with mode 0600) and export the chain
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -101,6 +103,8 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -180,7 +184,12 @@ class BrokerStore:
         self._cache_size = cache_size
         self._lock = threading.RLock()
         self._db = self._connect()
+        self._db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints (and their fsyncs) run off the request path
         self._ensure_schema()
+        self._closed = threading.Event()
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="ppml-broker-checkpoint",
+                                              daemon=True)
+        self._checkpointer.start()
 
     def __enter__(self) -> BrokerStore:
         return self
@@ -190,9 +199,33 @@ class BrokerStore:
 
     def close(self) -> None:
         """Close the database; the instance cannot be used afterwards."""
+        self._closed.set()
+        self._checkpointer.join(timeout=5)
         with self._lock:
             self._cache.clear()
+            with contextlib.suppress(sqlite3.Error):  # the data is safe in the WAL; the next open checkpoints it
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
+
+    def _checkpoint_loop(self, interval: float = 1.0) -> None:
+        """Copy the WAL into the database once a second from a connection of its own.
+
+        A checkpoint fsyncs; run by the connection that commits releases, it would stall every client for
+        milliseconds a few times a second. PASSIVE never waits for, nor blocks, the writer.
+        """
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error:
+            log.exception("broker store: cannot open the checkpoint connection; the WAL will grow until restart")
+            return
+        try:
+            while not self._closed.wait(interval):
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as error:
+                    log.warning("broker store: checkpoint failed (%s); will retry", error)
+        finally:
+            db.close()
 
     # -- resources ---------------------------------------------------------------------------------------------
 
