@@ -37,12 +37,15 @@ def keystore_options(command: F) -> F:
     @click.option("--attester", envvar="PPML_ATTESTER", show_envvar=True, default="auto", show_default=True,
                   type=click.Choice(["auto", "gramine", "tsm", "simulated"]),
                   help="How to attest to the key broker (simulated: development only).")
+    @click.option("--keyvault-url", envvar="PPML_KEYVAULT_URL", show_envvar=True, default=None,
+                  help="Azure Key Vault (or Managed HSM) URL, for azurekv: keys; credentials come from "
+                       "DefaultAzureCredential (managed identity, AZURE_CLIENT_ID, az login).")
     @click.option("--simulator-key", envvar="PPML_SIMULATOR_KEY", show_envvar=True, default=None,
                   type=click.Path(dir_okay=False), help="Signing key of the simulated TEE (with --attester simulated).")
     @functools.wraps(command)
     def wrapper(*args: Any, keystore: str | None, passphrase_file: str | None, kbs_url: str | None,
                 kbs_ca_file: str | None, kbs_admin_key: str | None, attester: str, simulator_key: str | None,
-                **kwargs: Any) -> Any:
+                keyvault_url: str | None, **kwargs: Any) -> Any:
         local: dict[str, Any] = {"passphrase_file": passphrase_file} if passphrase_file else {}
         if keystore:
             local["path"] = keystore
@@ -50,6 +53,8 @@ def keystore_options(command: F) -> F:
         if kbs_url:
             options["kbs"] = {"url": kbs_url, "ca_file": kbs_ca_file, "admin_key": kbs_admin_key,
                               "attester": attester, "simulator_key": simulator_key}
+        if keyvault_url:
+            options["azurekv"] = {"vault_url": keyvault_url}
         return command(*args, keyring=KeyRing(options), **kwargs)
 
     return wrapper  # type: ignore[return-value]
