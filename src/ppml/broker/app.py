@@ -10,7 +10,6 @@ it causes, cost more CPU than such a handler itself (``bench/kbs.py``).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -22,9 +21,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ppml._b64 import b64url, unb64url
+from ppml._json import strict_loads
 from ppml.broker.openapi import openapi_document
 from ppml.broker.service import Broker
-from ppml.errors import BrokerError, ConfigError, PolicyDenied, PPMLError
+from ppml.errors import AttestationError, BrokerError, ConfigError, PolicyDenied, PPMLError
 
 log = logging.getLogger(__name__)
 
@@ -172,28 +172,27 @@ async def _json_body(request: Request) -> Any:  # noqa: ANN401 - any JSON value
         if len(raw) > _MAX_BODY:
             raise BrokerError("request body too large", status=413)
     try:
-        return json.loads(raw) if raw else None
-    except ValueError:
-        raise BrokerError("request body is not valid JSON") from None
+        return strict_loads(raw) if raw else None
+    except ValueError as error:
+        raise BrokerError(f"request body is not valid JSON: {error}") from None
 
 
 def _problem(error: PPMLError) -> Response:
+    """A JSON problem for a ppml error; the status says whose fault it was."""
     if isinstance(error, PolicyDenied):
         status, kind = 403, "policy-denied"
     elif isinstance(error, BrokerError):
         status, kind = error.status, type(error).__name__
+    elif isinstance(error, AttestationError):  # evidence that does not verify: the client is not authenticated
+        status, kind = 401, type(error).__name__
     elif isinstance(error, ConfigError):
         status, kind = 400, "bad-request"
-    else:
-        status, kind = getattr(error, "status", None) or _STATUS_BY_KIND.get(type(error).__name__, 401), \
-            type(error).__name__
+    else:  # the broker's own storage or KMS failed
+        status, kind = 500, type(error).__name__
     body: dict[str, Any] = {"type": _ERROR_TYPE + kind, "detail": str(error)}
     if isinstance(error, PolicyDenied):
         body["rule"] = error.rule
     return JSONResponse(body, status_code=status)
-
-
-_STATUS_BY_KIND = {"ResourceNotFound": 404, "PolicyNotFound": 404, "PolicyInUse": 409}
 
 
 def _path(request: Request) -> str:

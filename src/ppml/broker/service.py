@@ -23,7 +23,7 @@ from ppml.broker import jwe, jws
 from ppml.broker.metrics import Metrics
 from ppml.broker.sessions import Session, SessionTable
 from ppml.broker.store import BrokerStore
-from ppml.errors import AttestationError, BrokerError, PolicyDenied, PPMLError
+from ppml.errors import AttestationError, BrokerError, PPMLError
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class Broker:
             resource = self.store.get_resource(path)
             policy = self.store.get_policy(resource.policy)
             decision = policy.evaluate(session.claims, now=now, evidence_time=session.issued_at)
-        except (PolicyDenied, BrokerError, PPMLError) as error:
+        except PPMLError as error:  # policy denial, unknown resource or policy, storage failure
             self._refuse("release", path, error, session=session)
             raise
         envelope = jwe.encrypt(resource.value, session.tee_key)
