@@ -17,6 +17,7 @@ run: $(STAMP)
 	$(BIN)/ppml demo
 
 test: $(STAMP)
+	scripts/ensure-helm.sh
 	$(BIN)/ruff check src tests bench
 	$(BIN)/pytest -q
 

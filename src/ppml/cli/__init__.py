@@ -19,7 +19,9 @@ from ppml.cli.broker import broker
 from ppml.cli.crypt import decrypt, encrypt, inspect
 from ppml.cli.demo import demo
 from ppml.cli.example import example
+from ppml.cli.gramine import gramine
 from ppml.cli.keys import keys
+from ppml.cli.submit import submit
 from ppml.cli.tpch import tpch
 from ppml.errors import PPMLError
 
@@ -41,7 +43,7 @@ def cli(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
 
 
-for command in (keys, encrypt, decrypt, inspect, example, demo, tpch, broker, attest):
+for command in (keys, encrypt, decrypt, inspect, example, demo, tpch, broker, attest, submit, gramine):
     cli.add_command(command)
 
 
