@@ -31,12 +31,12 @@ from types import MappingProxyType
 from typing import Any, NoReturn
 
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap_with_padding
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ppml._b64 import b64url, unb64url
 from ppml.attestation.tokens import VerifiedToken
-from ppml.errors import EvidenceInvalid, InvalidCiphertext
+from ppml.errors import EvidenceInvalid, InvalidCiphertext, KeyProviderError
+from ppml.kms.azure_skr import RELEASE_ALGORITHMS, rsa_aes_key_unwrap
 
 __all__ = [
     "KEY_SIZES",
@@ -50,11 +50,7 @@ __all__ = [
 
 KEY_SIZES = (2048, 3072)
 # Key Vault's KeyExportEncryptionAlgorithm -> the OAEP hash of its RSA-AES key wrap.
-WRAP_ALGORITHMS: Mapping[str, type[hashes.HashAlgorithm]] = MappingProxyType({
-    "CKM_RSA_AES_KEY_WRAP": hashes.SHA1,
-    "RSA_AES_KEY_WRAP_256": hashes.SHA256,
-    "RSA_AES_KEY_WRAP_384": hashes.SHA384,
-})
+WRAP_ALGORITHMS: Mapping[str, type[hashes.HashAlgorithm]] = MappingProxyType(dict(RELEASE_ALGORITHMS))
 
 
 def _int_b64(value: int) -> str:
@@ -176,18 +172,12 @@ class RuntimeKey:
             ValueError: ``algorithm`` is not one of :data:`WRAP_ALGORITHMS`.
             InvalidCiphertext: the ciphertext was not wrapped to this key, or was modified.
         """
-        hash_type = WRAP_ALGORITHMS.get(algorithm)
-        if hash_type is None:
+        # one implementation of Key Vault's RSA-AES key wrap, shared with ppml.kms.azure_skr
+        if algorithm not in WRAP_ALGORITHMS:
             raise ValueError(f"unknown key wrap algorithm {algorithm!r}; expected one of {sorted(WRAP_ALGORITHMS)}")
-        size = self._private.key_size // 8
-        if len(ciphertext) <= size + 8:
-            raise InvalidCiphertext(f"{algorithm} ciphertext is {len(ciphertext)} bytes, too short for a "
-                                    f"{self._private.key_size}-bit runtime key")
-        oaep = padding.OAEP(mgf=padding.MGF1(hash_type()), algorithm=hash_type(), label=None)
         try:
-            kek = self._private.decrypt(ciphertext[:size], oaep)
-            return aes_key_unwrap_with_padding(kek, ciphertext[size:])
-        except (ValueError, InvalidUnwrap):
+            return rsa_aes_key_unwrap(ciphertext, self._private, algorithm=algorithm)
+        except KeyProviderError:
             raise InvalidCiphertext(f"{algorithm} ciphertext does not unwrap with runtime key {self.kid!r}") from None
 
     def __repr__(self) -> str:

@@ -15,6 +15,7 @@ from ppml.errors import ConfigError
 from ppml.kms._base import KeyManagementService, KeyRef
 
 _KNOWN: dict[str, tuple[str, str]] = {
+    "azurekv": ("ppml.kms.azurekv:AzureKeyVault", ""),
     "kbs": ("ppml.kms.kbs:KbsKeyManagement", ""),
     "local": ("ppml.kms.local:LocalKeystore", ""),
 }
