@@ -1,7 +1,8 @@
 """Recipes that join the container format to the KMS: encrypt, decrypt, open, inspect and rewrap files.
 
-Every function takes URLs that fsspec understands (local paths now, ``abfs://`` with the Azure extra),
-writes its output atomically, and raises a ``PPMLError`` that names the file on any failure.
+Every function takes URLs that fsspec understands (local paths, ``abfs://``/``abfss://``/``az://`` for Azure Blob
+Storage and ADLS Gen2), writes its output atomically (one blob committed at once on blob storage, see
+``ppml.data.objectstore``), and raises a ``PPMLError`` that names the file on any failure.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Any, BinaryIO
 
 import fsspec
 
-from ppml._atomic import atomic_directory, atomic_output
 from ppml._secrets import SecretKey
+from ppml.data.objectstore import atomic_output, atomic_tree, fresh_fs, open_ranged, redact, storage_errors
 from ppml.errors import InputError, KeyProviderError
 from ppml.fileformat import (
     DEFAULT_SEGMENT_SIZE,
@@ -49,16 +50,17 @@ def key_resolver(keyring: KeyRing, name: str) -> Callable[[Header], SecretKey]:
 
 
 @contextmanager
-def _open_input(url: str) -> Iterator[BinaryIO]:
+def _open_input(url: str, *, ranged: bool = False) -> Iterator[BinaryIO]:
+    """``ranged``: random access (headers, a few segments) in small ranged reads, not streaming blocks."""
     try:
-        with fsspec.open(url, "rb") as handle:
+        with storage_errors(url), (open_ranged(url) if ranged else fsspec.open(url, "rb")) as handle:
             yield handle
     except FileNotFoundError:
-        raise InputError(f"{url}: no such file") from None
+        raise InputError(f"{redact(url)}: no such file") from None
     except IsADirectoryError:
-        raise InputError(f"{url}: is a directory") from None
+        raise InputError(f"{redact(url)}: is a directory") from None
     except PermissionError:
-        raise InputError(f"{url}: permission denied") from None
+        raise InputError(f"{redact(url)}: permission denied") from None
 
 
 def encrypt_file(src: str, dst: str, key_uri: str, *, keyring: KeyRing, overwrite: bool = False,
@@ -93,7 +95,7 @@ def decrypt_file(src: str, dst: str, *, keyring: KeyRing, overwrite: bool = Fals
 @contextmanager
 def open_encrypted(url: str, *, keyring: KeyRing) -> Iterator[DecryptingReader]:
     """A seekable plaintext view of an encrypted file that decrypts only the segments it reads."""
-    with _open_input(url) as source:
+    with _open_input(url, ranged=True) as source:
         reader = DecryptingReader(source, key_resolver(keyring, url), name=url)
         with io.BufferedReader(reader, buffer_size=reader.header.segment_size) as buffered:  # type: ignore[arg-type]
             yield buffered  # type: ignore[misc]
@@ -118,7 +120,7 @@ class FileInfo:
 
 def inspect_file(url: str) -> FileInfo:
     """Read a container's header without any key. Sizes come from the header and the file length."""
-    with _open_input(url) as source:
+    with _open_input(url, ranged=True) as source:
         header = read_header(source, url)
         total = source.seek(0, io.SEEK_END)
     layout = SegmentLayout(header.segment_size, total - header.size)
@@ -168,8 +170,9 @@ SUFFIX = ".ppml"
 
 def is_directory(url: str) -> bool:
     """Whether ``url`` names an existing directory."""
-    fs, path = fsspec.core.url_to_fs(url)
-    return bool(fs.isdir(path))
+    with storage_errors(url):
+        fs, path = fresh_fs(url)
+        return bool(fs.isdir(path))
 
 
 def tree_plan(src: str, dst: str, *, encrypting: bool) -> list[tuple[str, str]]:
@@ -178,13 +181,15 @@ def tree_plan(src: str, dst: str, *, encrypting: bool) -> list[tuple[str, str]]:
     Encrypting adds ``.ppml``; decrypting takes every ``.ppml`` file and drops the suffix. Hidden
     partial outputs of interrupted runs are ignored.
     """
-    fs, root = fsspec.core.url_to_fs(src)
-    root = root.rstrip("/")
-    if not fs.exists(root):
-        raise InputError(f"{src}: no such file or directory")
+    with storage_errors(src):
+        fs, root = fresh_fs(src)
+        root = root.rstrip("/")
+        if not fs.exists(root):
+            raise InputError(f"{redact(src)}: no such file or directory")
+        found = sorted(fs.find(root))
     prefix = src.rstrip("/")
     pairs = []
-    for path in sorted(fs.find(root)):
+    for path in found:
         relative = path[len(root) + 1 :]
         if any(part.startswith(".") for part in relative.split("/")):
             continue
@@ -197,7 +202,7 @@ def tree_plan(src: str, dst: str, *, encrypting: bool) -> list[tuple[str, str]]:
         pairs.append((f"{prefix}/{relative}", f"{dst.rstrip('/')}/{target}"))
     if not pairs:
         what = "files" if encrypting else f"{SUFFIX} files"
-        raise InputError(f"{src}: no {what} to process")
+        raise InputError(f"{redact(src)}: no {what} to process")
     return pairs
 
 
@@ -205,16 +210,18 @@ def total_size(urls: list[str]) -> int:
     """Sum of the sizes of ``urls``, for progress bars."""
     total = 0
     for url in urls:
-        fs, path = fsspec.core.url_to_fs(url)
-        total += int(fs.size(path) or 0)
+        with storage_errors(url):
+            fs, path = fsspec.core.url_to_fs(url)
+            total += int(fs.size(path) or 0)
     return total
 
 
 def encrypt_tree(src: str, dst: str, key_uri: str, *, keyring: KeyRing, overwrite: bool = False,
                  segment_size: int = DEFAULT_SEGMENT_SIZE, progress: Progress | None = None) -> int:
-    """Encrypt every file under ``src`` into ``dst``, which appears only once all files are done."""
+    """Encrypt every file under ``src`` into ``dst``, which appears only once all files are done (on blob
+    storage, which cannot rename a directory, file by file, each whole; a failed run deletes what it wrote)."""
     tree_plan(src, dst, encrypting=True)  # fail before staging anything
-    with atomic_directory(dst, overwrite=overwrite) as staging:
+    with atomic_tree(dst, overwrite=overwrite) as staging:
         pairs = tree_plan(src, staging, encrypting=True)
         for source, target in pairs:
             encrypt_file(source, target, key_uri, keyring=keyring, segment_size=segment_size, progress=progress)
@@ -225,7 +232,7 @@ def decrypt_tree(src: str, dst: str, *, keyring: KeyRing, overwrite: bool = Fals
                  progress: Progress | None = None) -> int:
     """Decrypt every ``.ppml`` file under ``src`` into ``dst``, which appears only if all succeed."""
     tree_plan(src, dst, encrypting=False)
-    with atomic_directory(dst, overwrite=overwrite) as staging:
+    with atomic_tree(dst, overwrite=overwrite) as staging:
         pairs = tree_plan(src, staging, encrypting=False)
         for source, target in pairs:
             decrypt_file(source, target, keyring=keyring, progress=progress)

@@ -41,6 +41,7 @@ def cli(verbose: bool) -> None:
       ppml decrypt people.csv.ppml people.csv
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.getLogger("azure").setLevel(logging.WARNING)  # the Azure SDK logs every HTTP request at INFO
 
 
 for command in (keys, encrypt, decrypt, inspect, example, demo, tpch, broker, attest, submit, gramine):

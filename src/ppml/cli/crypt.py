@@ -15,6 +15,7 @@ from rich.table import Table
 from ppml import bigdl_files, files
 from ppml.bigdl_files import BigDLKeySource
 from ppml.cli._common import console, keystore_options, out, progress_bar
+from ppml.data.objectstore import storage_errors
 from ppml.errors import ConfigError, NotEncrypted
 from ppml.fileformat import DEFAULT_SEGMENT_SIZE
 from ppml.kms import KeyRing
@@ -158,5 +159,6 @@ def inspect(src: str, as_json: bool) -> None:
 
 
 def _exists(url: str) -> bool:
-    fs, path = fsspec.core.url_to_fs(url)
-    return bool(fs.exists(path))
+    with storage_errors(url):  # a refused or unreachable store is an error naming the URL, not "missing"
+        fs, path = fsspec.core.url_to_fs(url)
+        return bool(fs.exists(path))

@@ -1,9 +1,11 @@
 """Encrypted datasets on any fsspec URL, in and out of Arrow, with atomic commits.
 
 Writing: parts are staged in a hidden directory, moved into the dataset, and made visible by one
-atomic manifest replacement (``error``, ``overwrite`` or ``append``). Reading: only the parts the
-manifest lists are read, each checked against the pins the manifest recorded. Directories without a
-manifest (plain files, ``.ppml`` files, BigDL PPML output) are read too, by listing their data files.
+atomic manifest replacement (``error``, ``overwrite`` or ``append``). Blob storage cannot rename, so
+there parts are written in place under names unique to the write and only the manifest replacement
+commits them (see ``ppml.data.objectstore``). Reading: only the parts the manifest lists are read, each
+checked against the pins the manifest recorded. Directories without a manifest (plain files, ``.ppml``
+files, BigDL PPML output) are read too, by listing their data files.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ppml.data.manifest import (
     write_manifest,
 )
 from ppml.data.modes import EXTENSIONS, Mode, check_format
+from ppml.data.objectstore import fresh_fs, is_blob_url, open_ranged, redact, storage_errors
 from ppml.data.parts import PartSource, PartSpec, bigdl_keys, import_part, read_part, write_part
 from ppml.errors import ConfigError, InputError
 from ppml.fileformat.bigdl import META_FILE_NAME, format_bigdl_meta
@@ -40,7 +43,7 @@ _HIDDEN = (".", "_")
 
 
 def _fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = fresh_fs(url)
     return fs, path.rstrip("/")
 
 
@@ -77,7 +80,8 @@ class DatasetWriter:
         if mode.encrypted and mode is not Mode.BIGDL_CBC and not key_uri:
             raise ConfigError(f"mode {mode.value} needs a key URI (e.g. local:sales)")
         previous = read_manifest(url, keyring)
-        _check_target(url, previous, write_mode)
+        with storage_errors(url):
+            _check_target(url, previous, write_mode)
         if previous is not None and write_mode == "append":
             _check_compatible(url, previous, file_format, mode, schema)
         dataset_id = previous.dataset_id if previous is not None and write_mode == "append" else secrets.token_hex(16)
@@ -95,9 +99,15 @@ class DatasetWriter:
         """Hidden directory that holds this write's parts until the commit."""
         return _join(self.url, f".staging-{self.write_id}")
 
+    @property
+    def in_place(self) -> bool:
+        """Blob storage has no rename (a move is a copy): parts are written where they stay, under names
+        unique to this write, and only the manifest commits them."""
+        return is_blob_url(self.url)
+
     def part_url(self, index: int | str) -> str:
-        """Staging URL of part ``index`` of this write."""
-        return _join(self.staging, self.spec.part_name(self.write_id, index))
+        """Where part ``index`` of this write is written: the staging directory, or in place on blob storage."""
+        return _join(self.url if self.in_place else self.staging, self.spec.part_name(self.write_id, index))
 
     def write(self, table: pa.Table, index: int | None = None) -> Part:
         """Write one part from this process (Spark executors call ``write_part`` with the spec)."""
@@ -113,7 +123,8 @@ class DatasetWriter:
         return part
 
     def commit(self, parts: Iterable[Part] | None = None) -> Manifest:
-        """Move staged parts into the dataset and atomically publish the new manifest."""
+        """Move staged parts into the dataset (on blob storage they are already in place) and atomically
+        publish the new manifest, the one step that makes them part of the dataset."""
         parts = sorted(self._parts if parts is None else parts, key=lambda part: part.name)
         previous = read_manifest(self.url, self.keyring)
         if previous is not None and self.write_mode == "append":
@@ -123,26 +134,44 @@ class DatasetWriter:
         else:
             base = Manifest.new(self.spec.file_format, self.spec.mode.value, self.spec.key_uri,
                                 decode_schema(self.spec.schema_b64), self.spec.options, dataset_id=self.spec.dataset_id)
-        fs, root = _fs(self.url)
-        for part in parts:
-            fs.mv(f"{_fs(self.staging)[1]}/{part.name}", f"{root}/{part.name}")
-        manifest = base.with_parts(parts, write_id=self.write_id, write_mode=self.write_mode)
-        if self.spec.mode is Mode.BIGDL_CBC:
-            with fsspec.open(_join(self.url, META_FILE_NAME), "wb") as meta:
-                meta.write(format_bigdl_meta(self._bigdl_key[1]).encode("utf-8"))
-        write_manifest(self.url, manifest, self.keyring)
-        self._cleanup(fs, root, previous, manifest)
+        with storage_errors(self.url):
+            fs, root = _fs(self.url)
+            if not self.in_place:
+                for part in parts:
+                    fs.mv(f"{_fs(self.staging)[1]}/{part.name}", f"{root}/{part.name}")
+            manifest = base.with_parts(parts, write_id=self.write_id, write_mode=self.write_mode)
+            if self.spec.mode is Mode.BIGDL_CBC:
+                with fsspec.open(_join(self.url, META_FILE_NAME), "wb") as meta:
+                    meta.write(format_bigdl_meta(self._bigdl_key[1]).encode("utf-8"))
+            write_manifest(self.url, manifest, self.keyring)
+            self._cleanup(fs, root, previous, manifest)
         return manifest
 
     def abort(self) -> None:
         """Remove everything this write staged; the dataset stays as it was."""
-        fs, path = _fs(self.staging)
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
+        with storage_errors(self.url):
+            self._discard(committed=frozenset())
+
+    def _discard(self, committed: frozenset[str]) -> None:
+        """Delete this write's parts that are not committed: the staging directory, or, written in place,
+        every ``part-<write id>-*`` the manifest does not list (e.g. from failed task attempts)."""
+        if not self.in_place:
+            fs, path = _fs(self.staging)
+            if fs.exists(path):
+                fs.rm(path, recursive=True)
+            return
+        fs, root = _fs(self.url)
+        prefix = f"part-{self.write_id}-"
+        if not fs.exists(root):
+            return
+        for path in fs.ls(root, detail=False):
+            name = path.rstrip("/").rsplit("/", 1)[-1]
+            if name.startswith(prefix) and name not in committed:
+                fs.rm(path)
 
     def _cleanup(self, fs: fsspec.AbstractFileSystem, root: str, previous: Manifest | None,
                  manifest: Manifest) -> None:
-        self.abort()
+        self._discard(committed=frozenset(part.name for part in manifest.parts))
         if previous is None:
             return
         if self.write_mode == "overwrite":
@@ -198,7 +227,8 @@ def import_files(sources: list[str], url: str, keyring: KeyRing, *, mode: str | 
     """Make existing Parquet files (one schema) a dataset without re-encoding them."""
     if not sources:
         raise InputError(f"{url}: no files to import")
-    schema = portable(pq.read_schema(sources[0]).empty_table()).schema.remove_metadata()
+    with storage_errors(sources[0]), open_ranged(sources[0]) as first:  # fsspec's credentials, not pyarrow's
+        schema = portable(pq.read_schema(first).empty_table()).schema.remove_metadata()
     writer = DatasetWriter.begin(url, schema, keyring, mode=mode, key_uri=key_uri, write_mode=write_mode)
     try:
         for source in sources:
@@ -245,17 +275,20 @@ class Dataset:
 def open_dataset(url: str, keyring: KeyRing, *, file_format: str | None = None, mode: str | Mode | None = None,
                  options: Mapping[str, Any] | None = None) -> Dataset:
     """Open a dataset directory (with or without a manifest) or a single data file."""
-    fs, root = _fs(url)
-    if not fs.exists(root):
-        raise InputError(f"{url}: no such dataset or file")
-    manifest = read_manifest(url, keyring) if fs.isdir(root) else None
+    with storage_errors(url):
+        fs, root = _fs(url)
+        if not fs.exists(root):
+            raise InputError(f"{redact(url)}: no such dataset or file")
+        is_dir = fs.isdir(root)
+    manifest = read_manifest(url, keyring) if is_dir else None
     if manifest is not None:
         merged = {**manifest.options, **(options or {})}
         sources = tuple(PartSource(url=_join(url, part.name), file_format=manifest.file_format,
                                    mode=Mode.parse(manifest.mode), part=part, dataset_id=manifest.dataset_id,
                                    schema=manifest.schema, options=merged) for part in manifest.parts)
         return Dataset(url, manifest.file_format, Mode.parse(manifest.mode), sources, manifest)
-    return _open_foreign(url, fs, root, file_format, mode, dict(options or {}))
+    with storage_errors(url):
+        return _open_foreign(url, fs, root, file_format, mode, dict(options or {}))
 
 
 def _open_foreign(url: str, fs: fsspec.AbstractFileSystem, root: str, file_format: str | None,

@@ -13,8 +13,11 @@ ranged read touches. Three things keep it close to plaintext speed:
   in parallel threads (AES-GCM releases the GIL).
 
 Paths name plaintext views: ``ppml:///data/t/part-0.parquet`` is the container
-``/data/t/part-0.parquet.ppml`` on the inner filesystem (local by default, or any fsspec filesystem).
-Files without the suffix are passed through unchanged, so a dataset directory lists naturally.
+``/data/t/part-0.parquet.ppml`` on the inner filesystem (local by default, or any fsspec filesystem), and
+``ppml://abfs://c/t/part-0.parquet`` is ``abfs://c/t/part-0.parquet.ppml`` on the filesystem that URL
+names (credentials from the environment, as fsspec finds them). Remote ciphertext is fetched in exact
+ranged GETs, from any thread. Files without the suffix are passed through unchanged, so a dataset
+directory lists naturally.
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ import fsspec
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
+from ppml import files
+from ppml.data.objectstore import open_ranged_on, read_range, storage_errors
 from ppml.errors import TruncatedCiphertext
 from ppml.fileformat import SegmentLayout
 from ppml.fileformat._streams import AuthenticatedHeader, SeekableView, _decrypt_segment
-from ppml.files import key_resolver
 from ppml.kms import KeyRing
 
 SUFFIX = ".ppml"
@@ -53,7 +57,9 @@ DEFAULT_CACHE_BYTES = _default_cache_bytes()
 class _Container:
     """An authenticated container: shared by every handle on the same inner file version."""
 
+    fs: AbstractFileSystem
     inner_path: str
+    name: str  # the container's URL (the inner path on the default inner filesystem)
     opened: AuthenticatedHeader
     layout: SegmentLayout
     body_start: int
@@ -114,24 +120,37 @@ class DecryptedFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     # -- names -------------------------------------------------------------------------------------------
 
-    def _inner_path(self, path: str) -> tuple[str, bool]:
-        """The inner path behind a plaintext path, and whether it is a container."""
+    def _resolve(self, path: str) -> tuple[AbstractFileSystem, str]:
+        """The filesystem and path behind a plaintext path: a path on the inner filesystem, or a URL
+        (``abfs://c/d/x``) on the filesystem it names."""
         path = self._strip_protocol(path)
-        if path.endswith(SUFFIX):
-            return path, True
-        if self.inner.exists(path + SUFFIX):
-            return path + SUFFIX, True
-        return path, False
+        if "://" in path:
+            return fsspec.core.url_to_fs(path)  # type: ignore[no-any-return]
+        return self.inner, path
 
-    def _outer_entry(self, entry: dict[str, Any]) -> dict[str, Any]:
-        name = entry["name"]
+    def _name(self, fs: AbstractFileSystem, path: str) -> str:
+        return path if fs is self.inner else fs.unstrip_protocol(path)
+
+    def _inner_path(self, path: str) -> tuple[AbstractFileSystem, str, bool]:
+        """The filesystem and inner path behind a plaintext path, and whether it is a container."""
+        fs, path = self._resolve(path)
+        if path.endswith(SUFFIX):
+            return fs, path, True
+        if fs.exists(path + SUFFIX):
+            return fs, path + SUFFIX, True
+        return fs, path, False
+
+    def _outer_entry(self, fs: AbstractFileSystem, entry: dict[str, Any]) -> dict[str, Any]:
+        name = self._name(fs, entry["name"])
         if entry.get("type") == "file" and name.endswith(SUFFIX):
-            container = self._container(name)
+            container = self._container(entry["name"], fs)
             return {**entry, "name": name[: -len(SUFFIX)], "size": container.layout.plaintext_size}
-        return entry
+        return {**entry, "name": name}
 
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
-        entries = [self._outer_entry(e) for e in self.inner.ls(self._strip_protocol(path), detail=True)]
+        fs, inner = self._resolve(path)
+        with storage_errors(self._name(fs, inner)):
+            entries = [self._outer_entry(fs, e) for e in fs.ls(inner, detail=True)]
         return entries if detail else [e["name"] for e in entries]
 
     def glob(self, path: str, **kwargs: Any) -> Any:  # noqa: ANN401 - as fsspec's
@@ -141,34 +160,39 @@ class DecryptedFileSystem(AbstractFileSystem):  # type: ignore[misc]
         return super().glob(path, **kwargs)
 
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
-        inner, is_container = self._inner_path(path)
-        entry = self.inner.info(inner)
-        return self._outer_entry(entry) if is_container else entry
+        fs, inner, is_container = self._inner_path(path)
+        entry = fs.info(inner)
+        return self._outer_entry(fs, entry) if is_container else entry
 
     def modified(self, path: str) -> Any:  # noqa: ANN401 - whatever the inner filesystem returns
-        return self.inner.modified(self._inner_path(path)[0])
+        fs, inner, _ = self._inner_path(path)
+        return fs.modified(inner)
 
     def created(self, path: str) -> Any:  # noqa: ANN401
-        return self.inner.created(self._inner_path(path)[0])
+        fs, inner, _ = self._inner_path(path)
+        return fs.created(inner)
 
     def exists(self, path: str, **kwargs: Any) -> bool:
-        return bool(self.inner.exists(self._inner_path(path)[0]))
+        fs, inner, _ = self._inner_path(path)
+        return bool(fs.exists(inner))
 
     # -- containers and segments ---------------------------------------------------------------------------
 
-    def _container(self, inner_path: str) -> _Container:
-        """Open (or reuse) the authenticated container at ``inner_path``."""
-        info = self.inner.info(inner_path)
-        key = (inner_path, int(info["size"]), info.get("mtime") or info.get("LastModified") or info.get("etag"))
+    def _container(self, inner_path: str, fs: AbstractFileSystem | None = None) -> _Container:
+        """Open (or reuse) the authenticated container at ``inner_path`` on ``fs`` (the inner filesystem)."""
+        fs = fs or self.inner
+        name = self._name(fs, inner_path)
+        info = fs.info(inner_path)
+        key = (name, int(info["size"]), info.get("mtime") or info.get("LastModified") or info.get("etag"))
         with self._lock:
             if key in self._containers:
                 return self._containers[key]
-        with self.inner.open(inner_path, "rb") as source:
-            opened = AuthenticatedHeader(source, key_resolver(self.keyring, inner_path), inner_path)
+        with open_ranged_on(fs, inner_path) as source:
+            opened = AuthenticatedHeader(source, files.key_resolver(self.keyring, name), name)
         layout = SegmentLayout(opened.header.segment_size, int(info["size"]) - opened.header.size)
-        layout.check(inner_path)
-        container = _Container(inner_path, opened, layout, opened.header.size)
-        with _RangeReader(self.inner, inner_path) as source:
+        layout.check(name)
+        container = _Container(fs, inner_path, name, opened, layout, opened.header.size)
+        with _RangeReader(fs, inner_path) as source:
             self.segments(container, source, layout.segment_count - 1, layout.segment_count - 1)
         with self._lock:
             self._containers[key] = container
@@ -177,14 +201,14 @@ class DecryptedFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def segments(self, container: _Container, source: _RangeReader, first: int, last: int) -> list[bytes]:
         """Plaintext of segments ``first..last``: cached ones from the cache, the rest fetched in one
         ranged read and decrypted in parallel."""
-        ident = f"{container.inner_path}#{container.opened.header.file_id.hex()}"
+        ident = f"{container.name}#{container.opened.header.file_id.hex()}"
         found = {i: self._cache.get((ident, i)) for i in range(first, last + 1)}
         missing = [i for i, value in found.items() if value is None]
         if missing:
             lo, hi = container.layout.ciphertext_range(missing[0])[0], container.layout.ciphertext_range(missing[-1])[1]
             data = source.read_range(container.body_start + lo, hi - lo)
             if len(data) != hi - lo:
-                raise TruncatedCiphertext(f"{container.inner_path}: file shrank while it was being read")
+                raise TruncatedCiphertext(f"{container.name}: file shrank while it was being read")
             jobs = {i: self._pool.submit(self._decrypt, container, data, lo, i) for i in missing}
             for i, job in jobs.items():
                 found[i] = job.result()
@@ -206,26 +230,25 @@ class DecryptedFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:  # noqa: ANN401
         if "r" not in mode:
             raise NotImplementedError("ppml:// is read-only; write datasets with ppml.data.write_dataset")
-        inner, is_container = self._inner_path(path)
-        if not is_container:
-            return PlainFile(self.inner, inner)
-        return DecryptedFile(self, self._container(inner))
+        fs, inner, is_container = self._inner_path(path)
+        with storage_errors(self._name(fs, inner)):
+            if not is_container:
+                return PlainFile(fs, inner)
+            return DecryptedFile(self, self._container(inner, fs))
 
     def __del__(self) -> None:
         self._pool.shutdown(wait=False)
 
 
 class _RangeReader:
-    """Positionless ranged reads of an inner file, safe from many threads at once (pread locally)."""
+    """Positionless ranged reads of an inner file, safe from many threads at once (pread locally, one
+    ranged GET per read on remote stores)."""
 
     def __init__(self, fs: AbstractFileSystem, path: str) -> None:
-        self._lock = threading.Lock()
         self._fd: int | None = None
-        self._handle: Any = None
+        self._fs, self._path = fs, path
         if isinstance(fs, LocalFileSystem):
             self._fd = os.open(fs._strip_protocol(path), os.O_RDONLY)
-        else:
-            self._handle = fs.open(path, "rb")
 
     def read_range(self, start: int, size: int) -> bytes:
         if self._fd is not None:
@@ -237,16 +260,13 @@ class _RangeReader:
                 chunks.append(chunk)
                 done += len(chunk)
             return b"".join(chunks)
-        with self._lock:
-            self._handle.seek(start)
-            return bytes(self._handle.read(size))
+        with storage_errors(self._fs.unstrip_protocol(self._path)):
+            return read_range(self._fs, self._path, start, size)
 
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        elif self._handle is not None:
-            self._handle.close()
 
     def __enter__(self) -> _RangeReader:
         return self
@@ -318,10 +338,10 @@ class DecryptedFile(_PositionedFile):
     """A plaintext handle over one container; segments come from the filesystem's shared cache."""
 
     def __init__(self, fs: DecryptedFileSystem, container: _Container) -> None:
-        super().__init__(container.layout.plaintext_size, container.inner_path[: -len(SUFFIX)])
+        super().__init__(container.layout.plaintext_size, container.name[: -len(SUFFIX)])
         self._fs = fs
         self._container = container
-        self._source = _RangeReader(fs.inner, container.inner_path)
+        self._source = _RangeReader(container.fs, container.inner_path)
 
     def _read_at(self, position: int, end: int) -> bytes:
         layout = self._container.layout

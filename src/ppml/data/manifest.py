@@ -19,13 +19,12 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
-import fsspec
 import pyarrow as pa
 
-from ppml._atomic import atomic_output
+from ppml import files
+from ppml.data.objectstore import atomic_output, fresh_fs, storage_errors
 from ppml.errors import InputError, InvalidCiphertext
 from ppml.fileformat import EncryptingWriter, decrypt_stream
-from ppml.files import key_resolver
 from ppml.kms import KeyRing
 
 PLAIN_NAME = "_ppml_dataset.json"
@@ -124,16 +123,16 @@ def manifest_urls(dataset: str) -> tuple[str, str]:
 def read_manifest(dataset: str, keyring: KeyRing) -> Manifest | None:
     """The committed manifest of ``dataset``, or None if the directory holds no ppml dataset."""
     plain, encrypted = manifest_urls(dataset)
-    fs, _ = fsspec.core.url_to_fs(dataset)
     for url, is_encrypted in ((encrypted, True), (plain, False)):
-        path = fsspec.core.url_to_fs(url)[1]
-        if not fs.exists(path):
-            continue
-        data = fs.cat_file(path)
+        with storage_errors(url):
+            fs, path = fresh_fs(url)
+            if not fs.exists(path):
+                continue
+            data = fs.cat_file(path)
         if is_encrypted:
             sink = io.BytesIO()
             try:
-                decrypt_stream(data, sink, key_resolver(keyring, url), name=url)
+                decrypt_stream(data, sink, files.key_resolver(keyring, url), name=url)
             except InvalidCiphertext as error:
                 raise type(error)(f"dataset manifest: {error}") from error
             data = sink.getvalue()
@@ -142,7 +141,8 @@ def read_manifest(dataset: str, keyring: KeyRing) -> Manifest | None:
 
 
 def write_manifest(dataset: str, manifest: Manifest, keyring: KeyRing) -> None:
-    """Commit ``manifest`` atomically: the single step that makes staged parts part of the dataset."""
+    """Commit ``manifest`` atomically: the single step that makes staged parts part of the dataset (on blob
+    storage, one blob replaced in one request: readers see the old manifest or the new one)."""
     plain, encrypted = manifest_urls(dataset)
     data = manifest.to_json()
     if manifest.key_uri is None:

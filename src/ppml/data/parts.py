@@ -12,24 +12,26 @@ import io
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pyarrow.parquet.encryption as pe
 
-from ppml._atomic import atomic_output
-from ppml.bigdl_files import BigDLKeySource
+from ppml import files
 from ppml.data.formats import ROW_GROUP_SIZE, read_table, write_table
 from ppml.data.manifest import Part
 from ppml.data.modes import EXTENSIONS, Mode
+from ppml.data.objectstore import atomic_output, open_ranged, redact, storage_errors
 from ppml.errors import ConfigError, InputError, InvalidCiphertext
 from ppml.fileformat import DecryptingReader, EncryptingWriter
 from ppml.fileformat.bigdl import BigDLDataKey, decrypt_bigdl_stream, encrypt_bigdl_stream
-from ppml.files import key_resolver
 from ppml.kms import KeyRing
 from ppml.kms.arrow import crypto_factory, master_key_id
+
+if TYPE_CHECKING:
+    from ppml.bigdl_files import BigDLKeySource
 
 PME_MAGIC = b"PARE"
 
@@ -68,10 +70,12 @@ def write_part(spec: PartSpec, table: pa.Table, url: str, keyring: KeyRing, *,
             pins = _write_bigdl(spec, table, sink, name, bigdl_data_key)
         else:
             pins = _WRITERS[spec.mode](spec, table, sink, name, keyring)
-    fs, path = fsspec.core.url_to_fs(url)
+    with storage_errors(url):
+        fs, path = fsspec.core.url_to_fs(url)
+        size = int(fs.size(path))
     row_group_size = int(spec.options.get("row_group_size", ROW_GROUP_SIZE))
     row_groups = max(1, -(-table.num_rows // row_group_size)) if spec.file_format == "parquet" else 1
-    return Part(name=name, rows=table.num_rows, size=int(fs.size(path)), row_groups=row_groups, **pins)
+    return Part(name=name, rows=table.num_rows, size=size, row_groups=row_groups, **pins)
 
 
 def import_part(spec: PartSpec, source_url: str, url: str, keyring: KeyRing) -> Part:
@@ -80,16 +84,19 @@ def import_part(spec: PartSpec, source_url: str, url: str, keyring: KeyRing) -> 
     if spec.file_format != "parquet" or spec.mode not in (Mode.PPML, Mode.PLAIN_TEXT):
         raise ConfigError("only Parquet files can be imported as-is, in mode ppml or plain_text")
     name = url.rstrip("/").rsplit("/", 1)[-1]
-    metadata = pq.read_metadata(source_url)
-    with fsspec.open(source_url, "rb") as source, atomic_output(url, overwrite=True) as sink:
+    with storage_errors(source_url), open_ranged(source_url) as footer:  # fsspec's credentials, not pyarrow's
+        metadata = pq.read_metadata(footer)
+    with storage_errors(source_url), fsspec.open(source_url, "rb") as source, \
+            atomic_output(url, overwrite=True) as sink:
         if spec.mode is Mode.PLAIN_TEXT:
             shutil.copyfileobj(source, sink, 4 << 20)
             pins: dict[str, str] = {}
         else:
             pins = _encrypt_stream(spec, source, sink, name, keyring)
-    fs, path = fsspec.core.url_to_fs(url)
-    return Part(name=name, rows=metadata.num_rows, size=int(fs.size(path)), row_groups=metadata.num_row_groups,
-                **pins)
+    with storage_errors(url):
+        fs, path = fsspec.core.url_to_fs(url)
+        size = int(fs.size(path))
+    return Part(name=name, rows=metadata.num_rows, size=size, row_groups=metadata.num_row_groups, **pins)
 
 
 def _encrypt_stream(spec: PartSpec, source: BinaryIO, sink: BinaryIO, name: str, keyring: KeyRing) -> dict[str, str]:
@@ -177,6 +184,8 @@ _WRITERS = {Mode.PLAIN_TEXT: _write_plain, Mode.PPML: _write_ppml, Mode.PARQUET_
 
 def bigdl_keys(options: Mapping[str, Any]) -> BigDLKeySource:
     """The BigDL primary key named in dataset options (``bigdl_key_file``, ``bigdl_kms``)."""
+    from ppml.bigdl_files import BigDLKeySource  # imports ppml.files, which imports this package
+
     if not options.get("bigdl_key_file"):
         raise ConfigError("BigDL's aes/cbc/pkcs5padding mode needs a BigDL primary key file "
                           "(--bigdl-key-file; option bigdl_key_file, or bigdlKeyFile in Spark)")
@@ -201,12 +210,15 @@ class PartSource:
 
 
 def read_part(source: PartSource, keyring: KeyRing, columns: list[str] | None = None) -> pa.Table:
-    """Decrypt, authenticate and parse one part; any mismatch with the manifest is an error."""
+    """Decrypt, authenticate and parse one part; any mismatch with the manifest is an error.
+
+    A whole part streams in large reads; a split (``byte_range``) reads only its segments, in ranged reads."""
     try:
-        with fsspec.open(source.url, "rb") as raw:
+        with storage_errors(source.url), \
+                (open_ranged(source.url) if source.byte_range else fsspec.open(source.url, "rb")) as raw:
             return _READERS[source.mode](source, raw, keyring, columns)
     except FileNotFoundError:
-        raise InputError(f"{source.url}: part file is missing (the dataset was modified)") from None
+        raise InputError(f"{redact(source.url)}: part file is missing (the dataset was modified)") from None
 
 
 def _read_plain(source: PartSource, raw: BinaryIO, keyring: KeyRing, columns: list[str] | None) -> pa.Table:
@@ -215,7 +227,7 @@ def _read_plain(source: PartSource, raw: BinaryIO, keyring: KeyRing, columns: li
 
 def open_ppml_part(source: PartSource, raw: BinaryIO, keyring: KeyRing) -> DecryptingReader:
     """Open a ``.ppml`` part and check that its authenticated header is the one the manifest pinned."""
-    reader = DecryptingReader(raw, key_resolver(keyring, source.url), name=source.url)
+    reader = DecryptingReader(raw, files.key_resolver(keyring, source.url), name=source.url)
     if source.part is not None:
         metadata = reader.header.metadata
         if (reader.header.file_id.hex() != source.part.file_id or metadata.get("dataset_id") != source.dataset_id

@@ -59,7 +59,8 @@ class EncryptedConnection:
         return dataset
 
     def _native_scan(self, dataset: Dataset) -> str:
-        files = [("ppml://" + s.url.removesuffix(SUFFIX)) if dataset.mode is Mode.PPML else s.url
+        # containers, and any remote file (abfs://...: DuckDB reads it through fsspec too), go through ppml://
+        files = [("ppml://" + s.url.removesuffix(SUFFIX)) if dataset.mode is Mode.PPML or "://" in s.url else s.url
                  for s in dataset.sources]
         listing = "[" + ", ".join(_literal(f) for f in files) + "]"
         if dataset.file_format == "parquet":

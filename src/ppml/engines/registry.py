@@ -106,6 +106,7 @@ class SparkEngine:
 
     def write(self, sql: str, url: str, *, key_uri: str | None, file_format: str = "parquet", mode: str = "ppml",
               write_mode: str = "overwrite", options: Mapping[str, Any] | None = None) -> Manifest | None:
+        self._prune(sql)  # the views may be narrowed to an earlier query's columns
         writer = self._with_options(self.spark.sql(sql).write.format("ppml"), options)
         writer = writer.option("format", file_format).option("mode", mode)
         if key_uri:

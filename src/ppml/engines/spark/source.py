@@ -8,7 +8,12 @@ Options: ``path``; ``format`` (parquet, csv, json, text); ``mode`` (plain_text, 
 aes_gcm_ctr_v1, aes/cbc/pkcs5padding); ``key`` (a key URI, for writes); ``header``, ``delimiter``;
 ``keystore`` and ``passphraseFile`` (the local KMS); ``keyring`` (JSON: other KMSs' options, e.g.
 ``{"kbs": {"url": ..., "ca_file": ..., "attester": ...}}``); ``bigdlKeyFile`` and ``bigdlKms`` (BigDL data).
-Partitions map to Parquet row groups, or to whole files for the row formats.
+Partitions map to Parquet row groups, or to byte ranges of large row-format parts.
+
+Paths are any fsspec URL, ``abfs://container/path`` included. Storage credentials are never options:
+executors find them where the driver does, in their environment (``AZURE_STORAGE_*``, which Python workers
+inherit from the process that started Spark in local mode, and from the cluster's executor environment
+otherwise) or through the Azure identity chain (a managed identity on the nodes).
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql.datasource import (
@@ -36,6 +40,7 @@ from pyspark.sql.types import StructType
 
 from ppml.data.dataset import Dataset, DatasetWriter, open_dataset
 from ppml.data.modes import Mode
+from ppml.data.objectstore import open_ranged, storage_errors
 from ppml.data.parts import PartSource, PartSpec, open_ppml_part, read_part, write_part
 from ppml.errors import ConfigError
 from ppml.kms import KeyRing
@@ -187,8 +192,9 @@ def _splittable(source: PartSource) -> bool:
 
 
 def _read_row_group(source: PartSource, group: int, keyring: KeyRing, columns: list[str]) -> pa.Table:
-    """Some columns of one row group of a Parquet part, decrypting only the segments they span."""
-    with fsspec.open(source.url, "rb") as raw:
+    """Some columns of one row group of a Parquet part, decrypting only the segments they span (on blob
+    storage, fetched in ranged GETs)."""
+    with storage_errors(source.url), open_ranged(source.url) as raw:
         if source.mode is not Mode.PPML:
             return _row_group(pq.ParquetFile(raw), group, columns)
         reader = open_ppml_part(source, raw, keyring)

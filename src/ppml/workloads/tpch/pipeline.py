@@ -1,7 +1,8 @@
 """TPC-H on encrypted data: encrypt the tables, run the queries on an engine, time them, write results.
 
 The same SQL runs on DuckDB and Spark, over plaintext Parquet (each engine's native reader: the
-baseline) or over encrypted datasets.
+baseline) or over encrypted datasets. Encrypted tables and results may live on any fsspec URL
+(``abfs://container/prefix`` for Azure Blob Storage / ADLS Gen2), so they are joined as URLs, not paths.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -35,6 +37,11 @@ class QueryRun:
     result: pa.Table
 
 
+def join_url(base: str | Path, name: str) -> str:
+    """``base/name`` for a local path or a URL (``Path`` would turn ``abfs://c`` into ``abfs:/c``)."""
+    return f"{str(base).rstrip('/')}/{name}"
+
+
 def plain_tables(directory: str | Path) -> dict[str, str]:
     """``<dir>/<table>.parquet`` for the 8 tables, as generated."""
     return {table: str(Path(directory) / f"{table}.parquet") for table in TABLES}
@@ -50,7 +57,7 @@ def encrypt_tables(plain_dir: str | Path, out_dir: str | Path, keyring: KeyRing,
     """
     urls = {}
     for table, path in plain_tables(plain_dir).items():
-        url = str(Path(out_dir) / table)
+        url = join_url(out_dir, table)
         if file_format == "parquet" and mode in ("ppml", "plain_text"):
             import_files([path], url, keyring, mode=mode, key_uri=key_uri, write_mode="overwrite")
         else:
@@ -99,7 +106,7 @@ def write_results(runs: Sequence[QueryRun], out_dir: str | Path, keyring: KeyRin
     """Write each query's result as a CSV dataset ``<out_dir>/qNN``, encrypted unless ``mode`` is plain_text."""
     urls = {}
     for run in runs:
-        url = str(Path(out_dir) / f"q{run.query:02d}")
+        url = join_url(out_dir, f"q{run.query:02d}")
         write_dataset(run.result, url, keyring, file_format="csv", mode=mode, key_uri=key_uri,
                       write_mode="overwrite", options={"header": True})
         urls[run.query] = url
@@ -107,10 +114,10 @@ def write_results(runs: Sequence[QueryRun], out_dir: str | Path, keyring: KeyRin
 
 
 def write_timings(path: str | Path, rows: Sequence[Mapping[str, object]]) -> None:
-    """A CSV timing report with one row per query."""
+    """A CSV timing report with one row per query (a local path or any fsspec URL)."""
     if not rows:
         return
-    with open(path, "w", newline="") as handle:
+    with fsspec.open(str(path), "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
