@@ -121,3 +121,18 @@ def test_large_row_files_are_read_as_splits(spark, tmp_path: Path, keyring: KeyR
     frame = spark.read.format("ppml").options(**options).option("splitSize", "16384").load(str(tmp_path / "d"))
     assert frame.rdd.getNumPartitions() > 10
     assert sorted(frame.toArrow().to_pylist(), key=lambda r: r["k"]) == rows.to_pylist()
+
+
+def test_context_takes_the_key_ring_that_ppml_submit_put_in_the_conf(spark) -> None:  # type: ignore[no-untyped-def]
+    from ppml.deploy.submit import KEYRING_CONF as SUBMIT_CONF
+    from ppml.engines.spark.context import KEYRING_CONF, PPMLContext
+
+    assert SUBMIT_CONF == KEYRING_CONF
+    ring = '{"kbs": {"attester": "gramine", "ca_file": "/etc/ppml/kbs/ca.pem", "url": "https://kbs:8443"}}'
+    spark.conf.set(KEYRING_CONF, ring)
+    try:
+        assert PPMLContext(spark).options["keyring"] == ring
+        assert PPMLContext(spark, options={"keyring": "{}"}).options["keyring"] == "{}"  # explicit wins
+    finally:
+        spark.conf.unset(KEYRING_CONF)
+    assert "keyring" not in PPMLContext(spark).options

@@ -90,6 +90,9 @@ class _Writer:
         self._save("text", path)
 
 
+KEYRING_CONF = "spark.ppml.keyring"
+
+
 class PPMLContext:
     """BigDL's ``PPMLContext`` API over the ``ppml`` data source."""
 
@@ -98,6 +101,11 @@ class PPMLContext:
         self.spark = spark
         self.keys = dict(keys or {})
         self.options = dict(options or {})
+        # `ppml submit` puts the key ring (broker URL, CA path, attester: no secret) in the Spark conf; data
+        # source workers cannot read the conf, so the context passes it on as the `keyring` option.
+        session_keyring = spark.conf.get(KEYRING_CONF, None)
+        if session_keyring and "keyring" not in self.options:
+            self.options["keyring"] = session_keyring
 
     def _key(self, name: str) -> str | None:
         if not name:
