@@ -6,21 +6,16 @@ this directory later, can issue another certificate that clients of this broker 
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 from ppml._atomic import atomic_write_bytes
+from ppml._tls import issue_server_certificate
 from ppml.broker import jws
 from ppml.errors import InputError
 from ppml.kms.local import KdfParams, LocalKeystore
@@ -80,33 +75,4 @@ def init_broker(directory: str | os.PathLike[str], *, listen: str = "127.0.0.1:8
 
 
 def _write_tls(directory: Path, hostnames: Sequence[str]) -> None:
-    now = datetime.now(timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ppml broker CA {secrets.token_hex(4)}")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
-          .not_valid_after(now + CERT_LIFETIME)
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                       crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = []
-    for host in hostnames:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            names.append(x509.DNSName(host))
-    server = (x509.CertificateBuilder()
-              .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0])]))
-              .issuer_name(ca_name).public_key(server_key.public_key()).serial_number(x509.random_serial_number())
-              .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + CERT_LIFETIME)
-              .add_extension(x509.SubjectAlternativeName(names), critical=False)
-              .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-              .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-              .sign(ca_key, hashes.SHA256()))
-    atomic_write_bytes(directory / "ca.pem", ca.public_bytes(serialization.Encoding.PEM), mode=0o644)
-    atomic_write_bytes(directory / "server.pem", server.public_bytes(serialization.Encoding.PEM), mode=0o644)
-    atomic_write_bytes(directory / "server-key.pem", server_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    issue_server_certificate(directory, hostnames, ca_name="ppml broker CA", lifetime=CERT_LIFETIME)

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import json
 import os
 import re
@@ -62,7 +61,7 @@ import uvicorn
 from azure.core.credentials import AccessToken
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 from cryptography.x509.oid import NameOID
 from starlette.concurrency import run_in_threadpool
@@ -71,6 +70,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ppml._b64 import b64url, unb64url
+from ppml._tls import issue_server_certificate
 from ppml.attestation import _jws
 from ppml.attestation.errors import CollateralError, EvidenceInvalid
 from ppml.attestation.tokens import JwksSource, StaticJwks
@@ -577,40 +577,7 @@ def _self_signed(key: rsa.RSAPrivateKey, common_name: str) -> x509.Certificate:
 def write_tls_files(tls_dir: str | os.PathLike[str], hosts: tuple[str, ...] = ("127.0.0.1", "localhost"),
                     ) -> tuple[Path, Path, Path]:
     """A throw-away CA and a server certificate for ``hosts``; returns ``(ca.pem, server.pem, server-key.pem)``."""
-    directory = Path(tls_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.now(timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ppml Key Vault emulator CA {secrets.token_hex(4)}")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
-          .not_valid_after(now + timedelta(days=2))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                       crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = []
-    for host in hosts:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            names.append(x509.DNSName(host))
-    server = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-              .issuer_name(ca_name).public_key(server_key.public_key()).serial_number(x509.random_serial_number())
-              .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=2))
-              .add_extension(x509.SubjectAlternativeName(names), critical=False)
-              .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-              .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-              .sign(ca_key, hashes.SHA256()))
-    paths = (directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(server_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                  serialization.NoEncryption()))
-    paths[2].chmod(0o600)
-    return paths
+    return issue_server_certificate(tls_dir, hosts, ca_name="ppml Key Vault emulator CA", lifetime=timedelta(days=2))
 
 
 @contextmanager
