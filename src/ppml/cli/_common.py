@@ -15,8 +15,8 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 from ppml.kms import KeyRing
 from ppml.kms.local import KEYSTORE_ENV
 
-console = Console(stderr=True, highlight=False)
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+console = Console(stderr=True, highlight=False, emoji=False)  # ":x:" in "azurekv:x: ..." is not an emoji
+out = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 120)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
