@@ -3,6 +3,8 @@
 BigDL keeps the data key wrapped in each file header (``common``) or uses the primary key itself
 (``nativeaescbc``); the primary key comes from a file the user names, never from an argument.
 Directories follow BigDL's layout: part files (``*.cbc``), a ``.meta`` file and ``_SUCCESS``.
+Outputs are committed as ppml's own are (``ppml.data.objectstore``): locally by rename, on blob storage
+in place, each file one blob committed whole, never copied and deleted.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Literal
 
 import fsspec
 
-from ppml._atomic import atomic_directory, atomic_output
+from ppml.data.objectstore import atomic_output, atomic_tree, fresh_fs, redact, storage_errors
 from ppml.errors import ConfigError, InputError
 from ppml.fileformat.bigdl import (
     META_FILE_NAME,
@@ -44,10 +46,10 @@ class BigDLKeySource:
 
     def _material(self) -> str:
         try:
-            with fsspec.open(self.primary_file, "rb") as handle:
+            with storage_errors(self.primary_file), fsspec.open(self.primary_file, "rb") as handle:
                 content = handle.read()
         except FileNotFoundError:
-            raise InputError(f"{self.primary_file}: no such BigDL primary key file") from None
+            raise InputError(f"{redact(self.primary_file)}: no such BigDL primary key file") from None
         return bigdl_keys.read_simple_kms_primary_file(content).strip()
 
     def unwrap(self, encrypted_data_key: str) -> BigDLDataKey:
@@ -99,10 +101,12 @@ def encrypt_bigdl_file(src: str, dst: str, keys: BigDLKeySource, *, variant: Var
 
 def bigdl_tree_plan(src: str, dst: str, *, encrypting: bool) -> list[tuple[str, str]]:
     """Input and output URLs of every part file under a BigDL dataset directory (or a plain one)."""
-    fs, root = fsspec.core.url_to_fs(src)
-    root = root.rstrip("/")
+    with storage_errors(src):
+        fs, root = fresh_fs(src)
+        root = root.rstrip("/")
+        found = sorted(fs.find(root))
     pairs = []
-    for path in sorted(fs.find(root)):
+    for path in found:
         relative = path[len(root) + 1 :]
         name = PurePosixPath(relative).name
         if name in SKIPPED or any(part.startswith(".") for part in relative.split("/")):
@@ -110,7 +114,7 @@ def bigdl_tree_plan(src: str, dst: str, *, encrypting: bool) -> list[tuple[str, 
         target = relative + SUFFIX if encrypting else relative.removesuffix(SUFFIX)
         pairs.append((f"{src.rstrip('/')}/{relative}", f"{dst.rstrip('/')}/{target}"))
     if not pairs:
-        raise InputError(f"{src}: no files to process")
+        raise InputError(f"{redact(src)}: no files to process")
     return pairs
 
 
@@ -119,7 +123,7 @@ def decrypt_bigdl_tree(src: str, dst: str, keys: BigDLKeySource, *, variant: Var
     """Decrypt a BigDL dataset directory. Each part's own header names its key, so datasets that
     BigDL appended to (where ``.meta`` names only the newest key) read correctly."""
     bigdl_tree_plan(src, dst, encrypting=False)
-    with atomic_directory(dst, overwrite=overwrite) as staging:
+    with atomic_tree(dst, overwrite=overwrite) as staging:
         pairs = bigdl_tree_plan(src, staging, encrypting=False)
         for source, target in pairs:
             decrypt_bigdl_file(source, target, keys, variant=variant)
@@ -130,14 +134,14 @@ def encrypt_bigdl_tree(src: str, dst: str, keys: BigDLKeySource, *, variant: Var
                        insecure_bigdl_format: bool = False, overwrite: bool = False) -> int:
     """Encrypt a directory as BigDL writes a dataset: one data key per write, and a ``.meta`` file."""
     bigdl_tree_plan(src, dst, encrypting=True)
-    with atomic_directory(dst, overwrite=overwrite) as staging:
+    with atomic_tree(dst, overwrite=overwrite) as staging:
         pairs = bigdl_tree_plan(src, staging, encrypting=True)
         data_key = None if variant == "native" else keys.generate(insecure_bigdl_format=insecure_bigdl_format)
         for source, target in pairs:
             encrypt_bigdl_file(source, target, keys, variant=variant, insecure_bigdl_format=insecure_bigdl_format,
                                data_key=data_key)
         if data_key is not None:
-            with fsspec.open(f"{staging}/{META_FILE_NAME}", "wb") as meta:
+            with atomic_output(f"{staging}/{META_FILE_NAME}") as meta:
                 meta.write(format_bigdl_meta(data_key[1]).encode("utf-8"))
     return len(pairs)
 

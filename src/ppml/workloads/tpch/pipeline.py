@@ -8,17 +8,18 @@ baseline) or over encrypted datasets. Encrypted tables and results may live on a
 from __future__ import annotations
 
 import csv
+import io
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ppml.data import write_dataset
 from ppml.data.dataset import import_files
+from ppml.data.objectstore import atomic_output
 from ppml.engines.base import QueryEngine
 from ppml.kms import KeyRing
 from ppml.workloads.tpch.datagen import TABLES
@@ -114,13 +115,16 @@ def write_results(runs: Sequence[QueryRun], out_dir: str | Path, keyring: KeyRin
 
 
 def write_timings(path: str | Path, rows: Sequence[Mapping[str, object]]) -> None:
-    """A CSV timing report with one row per query (a local path or any fsspec URL)."""
+    """A CSV timing report with one row per query (a local path or any fsspec URL), replaced whole: on blob
+    storage one blob committed at the end, so a failed run never leaves half a report."""
     if not rows:
         return
-    with fsspec.open(str(path), "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_output(str(path), overwrite=True) as sink:
+        sink.write(text.getvalue().encode("utf-8"))
 
 
 def geometric_mean(values: Sequence[float]) -> float:
