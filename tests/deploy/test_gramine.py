@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +160,27 @@ def test_cli_writes_the_manifest_and_argv(tree: dict[str, Any], tmp_path: Path) 
     assert manifest["sgx"]["enclave_size"] == "4G" and manifest["loader"]["env"]["SPARK_HOME"] == "/opt/spark"
     assert tree["argv"].read_bytes() == serialize_argv(ARGV)
     assert "trusted files" in result.stderr
+
+
+def test_add_trusted_measures_extra_files_on_top_of_the_roots(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from ppml.cli.gramine import gramine
+
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "tpch.py").write_text("print('job')\n")
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "x.so").write_bytes(b"\x7fELF")
+    (lib / "gramine" / "runtime").mkdir(parents=True)
+    (lib / "gramine" / "libsysdb.so").write_bytes(b"libos")
+    out = tmp_path / "m.manifest"
+    result = CliRunner().invoke(gramine, ["manifest", "-o", str(out), "--argv-file", str(tmp_path / "argv"),
+                                          "--entrypoint", sys.executable, "--trusted", str(lib),
+                                          "--add-trusted", str(jobs), "--libos", str(lib / "gramine" / "libsysdb.so"),
+                                          "--runtime-dir", str(lib / "gramine" / "runtime"),
+                                          "--", "python3", "-c", "pass"])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert str(jobs / "tpch.py") in text and str(lib / "x.so") in text

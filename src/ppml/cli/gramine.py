@@ -25,6 +25,9 @@ def gramine() -> None:
 @click.option("--trusted", "trusted", multiple=True, type=click.Path(exists=True),
               help="File or directory to measure (repeatable) [default: Python, site-packages, $JAVA_HOME, "
                    "system libraries].")
+@click.option("--add-trusted", "add_trusted", multiple=True, type=click.Path(exists=True),
+              help="File or directory to measure in addition to --trusted or the defaults (repeatable), e.g. the "
+                   "job files.")
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Skip paths matching GLOB (repeatable).")
 @click.option("--env", "envs", multiple=True, metavar="NAME=VALUE",
               help="Fixed environment variable inside the enclave (repeatable); host values never pass.")
@@ -40,9 +43,9 @@ def gramine() -> None:
 @click.option("--debug", is_flag=True, help="Debuggable enclave (sgx.debug = true): development only, warns.")
 @click.argument("argv", nargs=-1, required=True)
 def manifest(output: str, argv_file: str, entrypoint: str | None, trusted: tuple[str, ...],
-             exclude: tuple[str, ...], envs: tuple[str, ...], enclave_size: str, max_threads: int, isvprodid: int,
-             isvsvn: int, allowed: tuple[str, ...], start_dir: str | None, libos: str | None,
-             runtime_dir: str | None, debug: bool, argv: tuple[str, ...]) -> None:
+             add_trusted: tuple[str, ...], exclude: tuple[str, ...], envs: tuple[str, ...], enclave_size: str,
+             max_threads: int, isvprodid: int, isvsvn: int, allowed: tuple[str, ...], start_dir: str | None,
+             libos: str | None, runtime_dir: str | None, debug: bool, argv: tuple[str, ...]) -> None:
     """Render a manifest that runs ARGV in an enclave, measuring every file it may load.
 
     \b
@@ -65,7 +68,8 @@ def manifest(output: str, argv_file: str, entrypoint: str | None, trusted: tuple
         console.print("[yellow]warning:[/] --debug makes a debuggable enclave: the host can read its memory")
     spec = g.GramineManifest(
         entrypoint=Path(program).resolve(), argv=argv, argv_file=Path(argv_file).absolute(),
-        trusted=[Path(p).absolute() for p in trusted] or g.default_roots(), exclude=exclude, env=env,
+        trusted=[*([Path(p).absolute() for p in trusted] or g.default_roots()),
+                 *(Path(p).absolute() for p in add_trusted)], exclude=exclude, env=env,
         enclave_size=enclave_size, max_threads=max_threads, isvprodid=isvprodid, isvsvn=isvsvn, debug=debug,
         libos=Path(libos) if libos else g.LIBOS, runtime_dir=Path(runtime_dir) if runtime_dir else g.RUNTIME_DIR,
         allowed_files=allowed, start_dir=start_dir)
