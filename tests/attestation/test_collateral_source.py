@@ -10,14 +10,12 @@ from __future__ import annotations
 import ipaddress
 import re
 import shutil
-import ssl
-import threading
 import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +35,7 @@ from ppml.attestation.collateral_source import (
 )
 from ppml.errors import ConfigError
 from tests.attestation.test_collateral import VECTORS, _load_expected, _read, _window
+from tests.https_server import https_server
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {e["bundle"]: e for e in _load_expected()}
@@ -126,26 +125,10 @@ def _handler(pcs: Pcs) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture(scope="module")
 def pcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pcs]:
     directory = tmp_path_factory.mktemp("pcs-tls")
-    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_cert = _certificate("ppml test CA", ca_key, "ppml test CA", ca_key, ca=True)
-    server_cert = _certificate("localhost", server_key, "ppml test CA", ca_key, ca=False)
-    (directory / "ca.pem").write_bytes(_pem(ca_cert))
-    (directory / "server.pem").write_bytes(_pem(server_cert) + server_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(directory / "server.pem")
     state = Pcs(url="", ca_file=directory / "ca.pem")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    state.url = f"https://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with https_server(_handler(state), directory) as (url, _):
+        state.url = url
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 @pytest.fixture

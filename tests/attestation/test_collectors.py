@@ -12,14 +12,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.server
-import ipaddress
 import json
 import logging
 import re
 import shutil
 import ssl
 import stat
-import threading
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -49,6 +47,7 @@ from ppml.attestation.collectors._snp_certs import CERT_GUIDS
 from ppml.attestation.evidence import Evidence, report_data
 from ppml.errors import AttestationError, ConfigError, EvidenceInvalid, NoTeeError
 from ppml.testing import load_or_create_simulator_key, simulated_attester
+from tests.https_server import https_server
 
 REPORT_DATA = report_data("nonce-123", {"kty": "OKP", "crv": "X25519", "x": "abc"})
 MR_ENCLAVE = bytes(range(32))
@@ -521,45 +520,11 @@ class _MaaHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _tls_material() -> tuple[bytes, bytes, bytes]:
-    """A throw-away CA and a server certificate for 127.0.0.1 (CA PEM, server cert PEM, server key PEM)."""
-    now = datetime.now(timezone.utc)
-    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ppml test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=1))
-          .not_valid_after(now + timedelta(hours=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    server = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "maa")]))
-              .issuer_name(ca_name).public_key(server_key.public_key()).serial_number(x509.random_serial_number())
-              .not_valid_before(now - timedelta(minutes=1)).not_valid_after(now + timedelta(hours=1))
-              .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                             critical=False)
-              .sign(ca_key, hashes.SHA256()))
-    pem = serialization.Encoding.PEM
-    key_pem = server_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    return ca.public_bytes(pem), server.public_bytes(pem), key_pem
-
-
 @pytest.fixture
 def maa(tmp_path: Path) -> Iterator[tuple[str, type[_MaaHandler], ssl.SSLContext]]:
-    ca_pem, cert_pem, key_pem = _tls_material()
-    (tmp_path / "server.pem").write_bytes(cert_pem + key_pem)
-    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_context.load_cert_chain(tmp_path / "server.pem")
     handler = type("Handler", (_MaaHandler,), {"requests": [], "reply": (200, {"token": "aGVhZA.Ym9keQ.c2ln"})})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.socket = server_context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"https://127.0.0.1:{server.server_address[1]}", handler, ssl.create_default_context(
-            cadata=ca_pem.decode())
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with https_server(handler, tmp_path / "tls") as (url, ca_file):
+        yield url, handler, ssl.create_default_context(cafile=str(ca_file))
 
 
 def _unb64url(text: str) -> bytes:

@@ -9,24 +9,18 @@ from __future__ import annotations
 import base64
 import contextlib
 import http.server
-import ipaddress
 import json
 import ssl
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 from ppml.azure import TpmInfo
+from tests.https_server import https_server
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "attestation"
 MAA_SDK = VECTORS / "maa" / "azure-sdk-cpp"
@@ -124,45 +118,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _tls_material() -> tuple[bytes, bytes]:
-    """A throw-away CA (PEM) and a server certificate + key for 127.0.0.1 (PEM)."""
-    now = datetime.now(timezone.utc)
-    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ppml MAA test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=1))
-          .not_valid_after(now + timedelta(hours=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    server = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "maa")]))
-              .issuer_name(ca_name).public_key(server_key.public_key()).serial_number(x509.random_serial_number())
-              .not_valid_before(now - timedelta(minutes=1)).not_valid_after(now + timedelta(hours=1))
-              .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                             critical=False)
-              .sign(ca_key, hashes.SHA256()))
-    pem = serialization.Encoding.PEM
-    key_pem = server_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    return ca.public_bytes(pem), server.public_bytes(pem) + key_pem
-
-
 @contextmanager
 def serve(tmp_path: Path) -> Iterator[FakeMaa]:
     """Run the stand-in on 127.0.0.1 over HTTPS with a fresh test CA (written to ``ca_file``)."""
-    ca_pem, server_pem = _tls_material()
-    (tmp_path / "maa-server.pem").write_bytes(server_pem)
-    (tmp_path / "maa-ca.pem").write_bytes(ca_pem)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(tmp_path / "maa-server.pem")
-    fake = FakeMaa(ca_file=tmp_path / "maa-ca.pem")
+    fake = FakeMaa(ca_file=tmp_path / "maa-tls" / "ca.pem")
     handler = type("Handler", (_Handler,), {"fake": fake})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    fake.endpoint = f"https://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with https_server(handler, tmp_path / "maa-tls") as (url, _):
+        fake.endpoint = url
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
