@@ -44,3 +44,10 @@ def test_tpch_commands(ppml: Run, tmp_path: Path) -> None:
 def test_bad_query_list(ppml: Run) -> None:
     result = ppml("demo", "--queries", "0-3")
     assert result.code == 2 and "0-3" in result.err
+
+
+def test_tpch_encrypt_needs_local_plaintext(ppml: Run) -> None:
+    remote = ppml("tpch", "encrypt", "abfs://c/plain", "out", "--key", "local:sales")
+    assert remote.code == 2 and "must be a local directory" in remote.err
+    missing = ppml("tpch", "encrypt", "no-such-dir", "out", "--key", "local:sales")
+    assert missing.code == 2 and "no-such-dir: no such directory" in missing.err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import click
 from rich.table import Table
@@ -57,7 +58,7 @@ def gen(scale: float, output: str, force: bool) -> None:
 
 
 @tpch.command()
-@click.argument("plain_dir", type=click.Path(file_okay=False, exists=True))
+@click.argument("plain_dir")
 @click.argument("output")
 @click.option("--key", "key_uri", envvar="PPML_KEY", help="Primary key URI, e.g. local:tpch.")
 @click.option("--mode", type=click.Choice(MODES, case_sensitive=False), default="ppml", show_default=True)
@@ -71,6 +72,11 @@ def encrypt(plain_dir: str, output: str, key_uri: str | None, mode: str, file_fo
       ppml tpch encrypt tpch-sf1 tpch-sf1-enc --key local:tpch
       ppml tpch encrypt tpch-sf1 abfs://analytics/tpch-sf1 --key azurekv:tpch
     """
+    if is_blob_url(plain_dir):
+        raise click.UsageError(f"{redact(plain_dir)}: the plaintext tables must be a local directory (plaintext "
+                               "never goes to blob storage); generate them with ppml tpch gen")
+    if not Path(plain_dir).is_dir():
+        raise click.UsageError(f"{plain_dir}: no such directory of generated tables (run ppml tpch gen)")
     encrypt_tables(plain_dir, output, keyring, key_uri=key_uri, mode=mode, file_format=file_format,
                    progress=lambda table: console.print(f"  encrypted {table}"))
     console.print(f"encrypted TPC-H tables from {plain_dir} into {output} ({mode}, {file_format})")
