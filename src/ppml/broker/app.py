@@ -10,13 +10,14 @@ it causes, cost more CPU than such a handler itself (``bench/kbs.py``).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import Request, cookie_parser
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
@@ -131,7 +132,63 @@ def create_app(broker: Broker, *, secure_cookies: bool = True, release_on_loop: 
         Route("/healthz", _endpoint(broker, health, "health", on_loop=True), methods=["GET"]),
         Route("/openapi.json", _endpoint(broker, openapi, "openapi", on_loop=True), methods=["GET"]),
     ]
-    return Starlette(routes=routes)
+    app = Starlette(routes=routes)
+    return _ReleaseFastPath(app, broker) if release_on_loop else app  # type: ignore[return-value]
+
+
+_RESOURCE_PREFIX = "/kbs/v0/resource/"
+
+
+class _ReleaseFastPath:
+    """``GET /kbs/v0/resource/<repository>/<type>/<tag>`` straight to the broker, on the event loop.
+
+    The release is the broker's hot path; Starlette's routing, request and response objects cost as much CPU as
+    the release itself. Same responses, errors and metrics as the routed endpoint; everything else, and any
+    path that does not have exactly three non-empty segments, goes to the app.
+    """
+
+    def __init__(self, app: Starlette, broker: Broker) -> None:
+        self.app = app
+        self.broker = broker
+        self.routes = app.routes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:  # noqa: ANN401 - ASGI
+        path = scope.get("path", "")
+        if scope["type"] != "http" or scope["method"] != "GET" or not path.startswith(_RESOURCE_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        parts = path[len(_RESOURCE_PREFIX):].split("/")
+        if len(parts) != 3 or not all(parts):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 200
+        try:
+            envelope = self.broker.release(_session_cookie(scope), "/".join(parts))
+        except PPMLError as error:
+            response: Response = _problem(error)
+        except Exception:  # never leak a traceback (or a secret in it) to a client
+            log.exception("internal error in resource")
+            response = JSONResponse({"type": _ERROR_TYPE + "internal", "detail": "internal error"}, status_code=500)
+        else:
+            body = json.dumps(envelope, separators=(",", ":")).encode("ascii")  # JWE members are base64url
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode("ascii"))]})
+            await send({"type": "http.response.body", "body": body})
+            response = None  # type: ignore[assignment]
+        if response is not None:
+            status = response.status_code
+            await response(scope, receive, send)
+        self.broker.metrics.count("kbs_http_requests_total", "HTTP requests by endpoint and status.",
+                                  endpoint="resource", status=str(status))
+        self.broker.metrics.observe(time.perf_counter() - started, endpoint="resource")
+
+
+def _session_cookie(scope: dict[str, Any]) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"cookie":
+            return cookie_parser(value.decode("latin-1")).get(SESSION_COOKIE)
+    return None
 
 
 _Handler = Callable[[Request, Any], Response]

@@ -182,6 +182,7 @@ class BrokerStore:
         self._clock = clock
         self._cache: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
         self._cache_size = cache_size
+        self._policies: dict[str, Policy] = {}  # stored document -> parsed policy (keyed by content, never stale)
         self._lock = threading.RLock()
         self._db = self._connect()
         self._db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints (and their fsyncs) run off the request path
@@ -322,10 +323,21 @@ class BrokerStore:
             row = db.execute("SELECT document FROM policies WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise PolicyNotFound(f"no policy {name!r}")
+        return self._parsed_policy(name, row[0])
+
+    def _parsed_policy(self, name: str, document: str) -> Policy:
+        """Parse a stored policy once per distinct document: the row is read on every release, the JSON not."""
+        cached = self._policies.get(document)
+        if cached is not None:
+            return cached
         try:
-            return Policy.from_json(row[0])
+            policy = Policy.from_json(document)
         except ConfigError as error:
             raise BrokerStoreCorrupt(f"stored policy {name!r} no longer parses: {error}") from None
+        if len(self._policies) >= 256:
+            self._policies.clear()
+        self._policies[document] = policy
+        return policy
 
     def list_policies(self) -> list[str]:
         """Every policy name, sorted."""
