@@ -102,10 +102,10 @@ class KbsFixture:
     server: object
 
     def admin(self):  # type: ignore[no-untyped-def]
+        from ppml._keyfiles import load_ed25519_private_key
         from ppml.broker.client import AdminClient
-        from ppml.kms.kbs import _load_admin_key
 
-        return AdminClient(self.url, admin_key=_load_admin_key(self.admin_key_path), ca_file=self.ca_file)
+        return AdminClient(self.url, admin_key=load_ed25519_private_key(self.admin_key_path), ca_file=self.ca_file)
 
     def workload_options(self, **overrides: object) -> dict[str, object]:
         """kbs: key-ring options of a workload attesting with the simulated TEE."""

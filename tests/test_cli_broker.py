@@ -191,6 +191,10 @@ def test_wrong_admin_key_is_refused(ppml: Run, broker_env: KbsFixture, tmp_path:
     impostor.write_bytes(Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     policy = unique("p")
+    leaky = ppml("broker", "admin", "set-policy", policy, write_json(tmp_path / "p.json", simulated_policy()),
+                 "--admin-key", str(impostor))
+    assert leaky.code == 2 and "accessible by group or others" in leaky.err  # a readable admin key is refused
+    impostor.chmod(0o600)
     result = ppml("broker", "admin", "set-policy", policy, write_json(tmp_path / "p.json", simulated_policy()),
                   "--admin-key", str(impostor))
     assert result.code == 7

@@ -27,11 +27,11 @@ from typing import Any
 import httpx
 import pytest
 
+from ppml._keyfiles import load_ed25519_private_key as load_admin_key
 from ppml._tls import tls_context
 from ppml.attestation.collectors.simulated import SimulatedAttester
 from ppml.broker.client import AdminClient, KbsClient
 from ppml.errors import BrokerError
-from ppml.kms.kbs import _load_admin_key
 from ppml.testing.simulated_tee import simulated_attester
 from tests.conftest import make_broker_dir
 
@@ -196,7 +196,7 @@ def _resync(admin: AdminClient, ledger: Ledger) -> None:
 
 @contextmanager
 def _admin(broker: BrokerProcess, key_path: Path) -> Iterator[AdminClient]:
-    client = AdminClient(broker.url, admin_key=_load_admin_key(str(key_path)), ca_file=broker.ca_file, timeout=10)
+    client = AdminClient(broker.url, admin_key=load_admin_key(str(key_path)), ca_file=broker.ca_file, timeout=10)
     try:
         yield client
     finally:
@@ -219,7 +219,7 @@ def test_sigkill_during_admin_writes_loses_no_acknowledged_write(tmp_path: Path)
             ledger.resource_puts.add((SAME_PATH, 1))
         for cycle in range(CYCLES):
             stop = threading.Event()
-            clients = [AdminClient(broker.url, admin_key=_load_admin_key(str(admin_key)), ca_file=broker.ca_file,
+            clients = [AdminClient(broker.url, admin_key=load_admin_key(str(admin_key)), ca_file=broker.ca_file,
                                    timeout=10) for _ in range(2)]
             writers = [threading.Thread(target=_write_until_refused, args=(clients[w], ledger, cycle, w, stop))
                        for w in range(2)]

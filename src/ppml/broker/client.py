@@ -20,6 +20,7 @@ from ppml._b64 import b64url, unb64url
 from ppml._tls import tls_context
 from ppml.attestation.evidence import Attester, report_data
 from ppml.broker import jwe, jws
+from ppml.broker.app import SESSION_COOKIE
 from ppml.broker.service import ADMIN_AUDIENCE
 from ppml.errors import BrokerError, ConfigError, PolicyDenied
 
@@ -104,8 +105,8 @@ class KbsClient:
         answer = _send(self._http, "POST", "/kbs/v0/attest", "accept our evidence", json={
             "runtime-data": {"nonce": nonce, "tee-pubkey": tee_pubkey}, "tee-evidence": evidence.to_json()})
         self._private_key, self.token = private_key, answer.get("token")
-        max_age = self._http.cookies.jar and min((c.expires or 0) for c in self._http.cookies.jar)
-        lifetime = (max_age - time.time()) if max_age else 60.0
+        expiries = [c.expires for c in self._http.cookies.jar if c.name == SESSION_COOKIE and c.expires]
+        lifetime = min(expiries) - time.time() if expiries else 60.0
         self._session_expires = started + max(lifetime - _SESSION_MARGIN_SECONDS, 1.0)
         return str(self.token)
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from ppml._keyfiles import load_ed25519_public_key
 from ppml.attestation.verifier import EvidenceVerifier, VerifierSettings
 from ppml.broker import jws
 from ppml.broker.app import create_app
@@ -29,12 +29,9 @@ def load_public_keys(paths: tuple[Path, ...], what: str) -> list[Ed25519PublicKe
     keys = []
     for path in paths:
         try:
-            key = serialization.load_pem_public_key(path.read_bytes())
-        except (OSError, ValueError) as error:
-            raise ConfigError(f"cannot read {what} public key {path}: {error}") from None
-        if not isinstance(key, Ed25519PublicKey):
-            raise ConfigError(f"{what} public key {path} is not an Ed25519 key")
-        keys.append(key)
+            keys.append(load_ed25519_public_key(path))
+        except ConfigError as error:
+            raise ConfigError(f"{what} {error}") from None
     return keys
 
 

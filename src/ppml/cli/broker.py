@@ -66,10 +66,10 @@ def _admin_options(command: Any) -> Any:  # noqa: ANN401 - click decorator
                   type=click.Path(exists=True, dir_okay=False), help="Admin private key (Ed25519 PEM).")
     @functools.wraps(command)
     def wrapper(*args: Any, url: str, ca_file: str | None, admin_key: str, **kwargs: Any) -> Any:
+        from ppml._keyfiles import load_ed25519_private_key
         from ppml.broker.client import AdminClient
-        from ppml.kms.kbs import _load_admin_key
 
-        client = AdminClient(url, admin_key=_load_admin_key(admin_key), ca_file=ca_file)
+        client = AdminClient(url, admin_key=load_ed25519_private_key(admin_key), ca_file=ca_file)
         try:
             return command(*args, client=client, **kwargs)
         finally:

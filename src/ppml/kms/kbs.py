@@ -18,9 +18,7 @@ import threading
 import time
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
+from ppml._keyfiles import load_ed25519_private_key
 from ppml._secrets import SecretKey
 from ppml.errors import BrokerError, ConfigError, KeyNotFound, KeyProviderError
 from ppml.kms import _key_table
@@ -163,7 +161,7 @@ class KbsKeyManagement(KeyManagementService):
         key = ("admin", self.url, self._admin_key_path, self._ca_file)
         with _LOCK:
             if key not in _CLIENTS:
-                _CLIENTS[key] = AdminClient(self.url, admin_key=_load_admin_key(self._admin_key_path),
+                _CLIENTS[key] = AdminClient(self.url, admin_key=load_ed25519_private_key(self._admin_key_path),
                                             ca_file=self._ca_file, insecure_http=self._insecure_http)
             return _CLIENTS[key]
 
@@ -178,16 +176,6 @@ class KbsKeyManagement(KeyManagementService):
                 _CLIENTS[key] = KbsClient(self.url, attester=attester, ca_file=self._ca_file,
                                           insecure_http=self._insecure_http)
             return _CLIENTS[key]
-
-
-def _load_admin_key(path: str) -> Ed25519PrivateKey:
-    try:
-        key = serialization.load_pem_private_key(open(path, "rb").read(), password=None)  # noqa: SIM115
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"cannot read the broker admin key {path}: {error}") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigError(f"the broker admin key {path} is not an Ed25519 private key")
-    return key
 
 
 def forget_cached_keys() -> None:

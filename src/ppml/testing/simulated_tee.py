@@ -7,21 +7,13 @@ that a developer's laptop and CI can run the whole attestation flow without TEE 
 from __future__ import annotations
 
 import logging
-import stat
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    load_pem_private_key,
-)
 
-from ppml._atomic import atomic_write_bytes
+from ppml._keyfiles import load_or_create_ed25519_key
 from ppml.attestation.collectors.simulated import SimulatedAttester, code_measurement
-from ppml.errors import ConfigError
 
 __all__ = ["load_or_create_simulator_key", "simulated_attester"]
 
@@ -36,24 +28,10 @@ def load_or_create_simulator_key(path: str | Path) -> Ed25519PrivateKey:
     once, before starting parallel workers.
 
     Raises:
-        ConfigError: the file exists but is not an unencrypted PEM Ed25519 private key.
+        ConfigError: the file exists but is not an unencrypted PEM Ed25519 private key, or other users can read
+            it (a leaked simulator key forges evidence that a broker trusting it accepts).
     """
-    path = Path(path)
-    if not path.exists():
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-        atomic_write_bytes(path, pem, mode=0o600)
-        log.info("created simulator key %s", path)
-        return key
-    if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("simulator key %s is accessible by other users; chmod 600 it", path)
-    try:
-        key = load_pem_private_key(path.read_bytes(), password=None)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{path}: not an unencrypted PEM private key ({exc})") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigError(f"{path}: the simulator key must be Ed25519, not {type(key).__name__}")
-    return key
+    return load_or_create_ed25519_key(path)
 
 
 def simulated_attester(key_path: str | Path | None = None, **overrides: Any) -> SimulatedAttester:

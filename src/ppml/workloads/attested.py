@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ppml._keyfiles import load_ed25519_private_key
 from ppml.attestation.collectors.simulated import code_measurement
 from ppml.broker.client import AdminClient
 from ppml.broker.config import BrokerConfig
@@ -19,7 +20,7 @@ from ppml.broker.server import BackgroundBroker
 from ppml.broker.setup import init_broker
 from ppml.errors import KeyProviderError
 from ppml.kms import KeyRing
-from ppml.kms.kbs import KbsKeyManagement, _load_admin_key, forget_cached_keys
+from ppml.kms.kbs import KbsKeyManagement, forget_cached_keys
 from ppml.testing.simulated_tee import load_or_create_simulator_key
 from ppml.workloads.workspace import Workspace
 
@@ -65,7 +66,7 @@ def attested_broker(work: Workspace, key_name: str, say: Callable[[str], None]) 
         init_broker(directory, simulator_public_key=simulator_pub)
     ca_file, admin_key = str(directory / "tls" / "ca.pem"), str(directory / "admin" / "admin-key.pem")
     with BackgroundBroker(BrokerConfig.load(directory / "broker.json")) as server:
-        admin = AdminClient(server.url, admin_key=_load_admin_key(admin_key), ca_file=ca_file)
+        admin = AdminClient(server.url, admin_key=load_ed25519_private_key(admin_key), ca_file=ca_file)
         try:
             admin.put_policy(POLICY, demo_policy())
             owner = KbsKeyManagement(server.url, ca_file=ca_file, admin_client=admin, policy=POLICY)
