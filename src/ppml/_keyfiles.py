@@ -41,14 +41,14 @@ def load_ed25519_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
     except OSError as error:
         raise ConfigError(f"cannot read key file {file}: {error.strerror}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"signing key {file} is accessible by group or others (mode {stat.S_IMODE(mode):o}); "
+        raise ConfigError(f"private key file {file} is accessible by group or others (mode {stat.S_IMODE(mode):o}); "
                           f"run 'chmod 600 {file}' if it has not leaked, else replace it")
     try:
         key = serialization.load_pem_private_key(_read(file), password=None)
     except (ValueError, TypeError):
-        raise ConfigError(f"signing key {file} is not an unencrypted PEM PKCS#8 private key") from None
+        raise ConfigError(f"private key file {file} is not an unencrypted PEM PKCS#8 private key") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigError(f"signing key {file} is a {type(key).__name__}, not an Ed25519 key")
+        raise ConfigError(f"private key file {file} is a {type(key).__name__}, not an Ed25519 key")
     return key
 
 
