@@ -12,6 +12,7 @@ import hmac
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -19,6 +20,10 @@ from ppml.attestation.claims import Claims, verify_sgx_quote, verify_tdx_quote
 from ppml.attestation.evidence import REPORT_DATA_SIZE, Evidence
 from ppml.attestation.snp import verify_snp_report
 from ppml.errors import EvidenceInvalid
+
+if TYPE_CHECKING:
+    from ppml.attestation.collateral_source import CollateralSource
+    from ppml.attestation.tokens import JwksSource
 
 
 @dataclass(frozen=True)
@@ -31,9 +36,9 @@ class VerifierSettings:
     and Intel Trust Authority tokens.
     """
 
-    collateral: object | None = None
+    collateral: CollateralSource | None = None
     simulator_keys: Sequence[Ed25519PublicKey] = ()
-    token_issuers: Mapping[str, object] = field(default_factory=dict)
+    token_issuers: Mapping[str, JwksSource] = field(default_factory=dict)
 
 
 _Verify = Callable[[Evidence, VerifierSettings, datetime, bytes], Claims]
@@ -64,12 +69,12 @@ def _check_binding(claims: Claims, expected: bytes) -> Claims:
 
 
 def _verify_sgx(evidence: Evidence, settings: VerifierSettings, now: datetime, expected: bytes) -> Claims:
-    claims = verify_sgx_quote(evidence.quote, now=now, collateral=settings.collateral)  # type: ignore[arg-type]
+    claims = verify_sgx_quote(evidence.quote, now=now, collateral=settings.collateral)
     return _check_binding(claims, expected)
 
 
 def _verify_tdx(evidence: Evidence, settings: VerifierSettings, now: datetime, expected: bytes) -> Claims:
-    claims = verify_tdx_quote(evidence.quote, now=now, collateral=settings.collateral)  # type: ignore[arg-type]
+    claims = verify_tdx_quote(evidence.quote, now=now, collateral=settings.collateral)
     return _check_binding(claims, expected)
 
 
@@ -101,7 +106,7 @@ def _verify_token(evidence: Evidence, settings: VerifierSettings, now: datetime,
     if keys is None:
         raise EvidenceInvalid(f"token issuer {issuer!r} is not trusted by this verifier", reason="untrusted_root")
     verify = tokens.verify_maa_token if evidence.tee == "maa" else tokens.verify_ita_token
-    claims = verify(token, issuer=issuer, keys=keys, now=now).claims  # type: ignore[arg-type]
+    claims = verify(token, issuer=issuer, keys=keys, now=now).claims
     # MAA and ITA bind runtime data as SHA-256(runtime data) in the first half of the report data.
     return _check_binding(claims, hashlib.sha256(expected).digest() + bytes(32))
 
